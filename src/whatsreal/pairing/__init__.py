@@ -1,0 +1,21 @@
+"""Pairing: sky cross-match between instruments and per-instrument neighbour graphs."""
+
+from whatsreal.pairing.graph import build_pairing
+from whatsreal.pairing.sky import (
+    CrossMatch,
+    assign_source_ids,
+    crossmatch,
+    neighbour_graph,
+    separation_arcsec,
+    unit_vectors,
+)
+
+__all__ = [
+    "CrossMatch",
+    "assign_source_ids",
+    "build_pairing",
+    "crossmatch",
+    "neighbour_graph",
+    "separation_arcsec",
+    "unit_vectors",
+]

@@ -1,0 +1,186 @@
+"""Sky geometry: cross-match between instruments and per-instrument neighbour graphs.
+
+Positions are converted to unit vectors, so a Euclidean k-d tree over them searches in
+chord distance, which is monotonic in angular separation: RA wrap-around and the poles need
+no special case. Every candidate is then kept or dropped by its exact angular separation
+(Vincenty formula, as astropy uses), so the radius boundary is exact to float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord, angular_separation, match_coordinates_sky
+from scipy.spatial import cKDTree
+
+from whatsreal.errors import StoreValidationError
+
+ARCSEC = np.pi / (180.0 * 3600.0)
+
+
+def angle_arcsec(value: float | u.Quantity, name: str) -> float:
+    """Radii are explicit angles; a bare number is read as arcseconds (and said so)."""
+    value = float(value.to_value(u.arcsec)) if isinstance(value, u.Quantity) else float(value)
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive angle; got {value}")
+    return value
+
+
+def unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
+    """(N, 3) unit vectors of positions in degrees."""
+    ra = np.deg2rad(np.asarray(ra_deg, dtype=np.float64))
+    dec = np.deg2rad(np.asarray(dec_deg, dtype=np.float64))
+    cos_dec = np.cos(dec)
+    return np.stack([cos_dec * np.cos(ra), cos_dec * np.sin(ra), np.sin(dec)], axis=1)
+
+
+def separation_arcsec(ra1, dec1, ra2, dec2) -> np.ndarray:
+    """Exact angular separation in arcsec (Vincenty), inputs in degrees."""
+    return (
+        np.rad2deg(
+            angular_separation(np.deg2rad(ra1), np.deg2rad(dec1), np.deg2rad(ra2), np.deg2rad(dec2))
+        )
+        * 3600.0
+    )
+
+
+def _chord(arcsec: float) -> float:
+    return 2.0 * np.sin(0.5 * arcsec * ARCSEC)
+
+
+def _check_positions(ra: np.ndarray, dec: np.ndarray, name: str) -> None:
+    if ra.shape != dec.shape or ra.ndim != 1:
+        raise StoreValidationError(f"{name}: ra and dec must be 1-D arrays of the same length")
+    if not (np.isfinite(ra).all() and np.isfinite(dec).all()):
+        raise StoreValidationError(f"{name}: ra/dec contain NaN or inf")
+    if (np.abs(dec) > 90).any():
+        raise StoreValidationError(f"{name}: dec outside [-90, 90] degrees")
+
+
+@dataclass(frozen=True)
+class CrossMatch:
+    """One-to-one matches: ``idx1[i]`` in catalogue 1 is the same source as ``idx2[i]``."""
+
+    idx1: np.ndarray
+    idx2: np.ndarray
+    sep_arcsec: np.ndarray
+
+
+def crossmatch(
+    ra1: np.ndarray,
+    dec1: np.ndarray,
+    ra2: np.ndarray,
+    dec2: np.ndarray,
+    radius: float | u.Quantity = 1.0 * u.arcsec,
+) -> CrossMatch:
+    """Best one-to-one match within ``radius`` (mutual nearest neighbours, astropy).
+
+    A pair is kept when each object is the other's nearest neighbour and they are within
+    the radius, so no object is matched twice.
+    """
+    radius_as = angle_arcsec(radius, "radius")
+    ra1, dec1 = np.asarray(ra1, float), np.asarray(dec1, float)
+    ra2, dec2 = np.asarray(ra2, float), np.asarray(dec2, float)
+    _check_positions(ra1, dec1, "catalogue 1")
+    _check_positions(ra2, dec2, "catalogue 2")
+    empty = np.zeros(0, dtype=np.int64)
+    if ra1.size == 0 or ra2.size == 0:
+        return CrossMatch(empty, empty, np.zeros(0))
+    c1 = SkyCoord(ra1 * u.deg, dec1 * u.deg)
+    c2 = SkyCoord(ra2 * u.deg, dec2 * u.deg)
+    i12, sep12, _ = match_coordinates_sky(c1, c2)
+    i21, _, _ = match_coordinates_sky(c2, c1)
+    i12 = np.asarray(i12, dtype=np.int64)
+    sep = sep12.to_value(u.arcsec)
+    mutual = np.asarray(i21, dtype=np.int64)[i12] == np.arange(ra1.size)
+    keep = mutual & (sep <= radius_as)
+    idx1 = np.flatnonzero(keep)
+    return CrossMatch(idx1, i12[idx1], sep[idx1])
+
+
+def assign_source_ids(
+    catalogues: dict[str, tuple[np.ndarray, np.ndarray]],
+    radius: float | u.Quantity = 1.0 * u.arcsec,
+) -> dict[str, np.ndarray]:
+    """Give every object of several instruments' catalogues a shared ``source_id``.
+
+    Catalogues are matched in the order given against a growing master list: matched
+    objects inherit the master's id, unmatched ones become new sources.
+    """
+    master_ra = np.zeros(0)
+    master_dec = np.zeros(0)
+    out: dict[str, np.ndarray] = {}
+    for name, (ra, dec) in catalogues.items():
+        ra, dec = np.asarray(ra, float), np.asarray(dec, float)
+        ids = np.full(ra.size, -1, dtype=np.int64)
+        match = crossmatch(ra, dec, master_ra, master_dec, radius)
+        ids[match.idx1] = match.idx2
+        new = np.flatnonzero(ids < 0)
+        ids[new] = master_ra.size + np.arange(new.size)
+        master_ra = np.concatenate([master_ra, ra[new]])
+        master_dec = np.concatenate([master_dec, dec[new]])
+        out[name] = ids
+    return out
+
+
+def neighbour_graph(
+    ra: np.ndarray,
+    dec: np.ndarray,
+    group: np.ndarray,
+    source_id: np.ndarray,
+    k: int = 5,
+    radius: float | u.Quantity = 180.0 * u.arcsec,
+    workers: int = -1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest other-source observations in the same ``group`` within ``radius``.
+
+    ``group`` is the instrument code of each row. Returns ``(index, sep_arcsec)`` of shape
+    ``(N, k)``, nearest first, padded with -1 / NaN where fewer neighbours exist. Other
+    observations of the same source (repeat visits) are never neighbours.
+    """
+    radius_as = angle_arcsec(radius, "radius")
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+    ra, dec = np.asarray(ra, float), np.asarray(dec, float)
+    _check_positions(ra, dec, "neighbour graph")
+    group = np.asarray(group)
+    source_id = np.asarray(source_id)
+    n = ra.size
+    index = np.full((n, k), -1, dtype=np.int64)
+    seps = np.full((n, k), np.nan, dtype=np.float32)
+    xyz = unit_vectors(ra, dec)
+    bound = _chord(radius_as) * (1 + 1e-9)
+    for g in np.unique(group):
+        rows = np.flatnonzero(group == g)
+        if rows.size < 2:
+            continue
+        # Repeat observations of one source inside the group would crowd out real neighbours:
+        # ask for that many extra candidates.
+        _, per_source = np.unique(source_id[rows], return_counts=True)
+        kq = min(rows.size, k + int(per_source.max()))
+        tree = cKDTree(xyz[rows])
+        dist, nbr = tree.query(xyz[rows], k=kq, distance_upper_bound=bound, workers=workers)
+        dist = dist.reshape(rows.size, kq)
+        nbr = nbr.reshape(rows.size, kq)
+        valid = np.isfinite(dist)
+        cand = np.where(valid, rows[np.minimum(nbr, rows.size - 1)], -1)
+        self_row = rows[:, None]
+        valid &= cand != self_row
+        valid &= source_id[np.maximum(cand, 0)] != source_id[self_row]
+        # Exact separation for the survivors; the chord pre-filter was slightly generous.
+        sep = np.full(cand.shape, np.inf)
+        r_i, c_i = np.nonzero(valid)
+        a, b = self_row[r_i, 0], cand[r_i, c_i]
+        sep[r_i, c_i] = separation_arcsec(ra[a], dec[a], ra[b], dec[b])
+        valid &= sep <= radius_as
+        sep[~valid] = np.inf
+        order = np.argsort(sep, axis=1, kind="stable")[:, :k]
+        sep_k = np.take_along_axis(sep, order, axis=1)
+        cand_k = np.take_along_axis(cand, order, axis=1)
+        real = np.isfinite(sep_k)
+        width = sep_k.shape[1]
+        index[rows, :width] = np.where(real, cand_k, -1)
+        seps[rows, :width] = np.where(real, sep_k, np.nan)
+    return index, seps

@@ -1,0 +1,20 @@
+"""View sampling: splits by source, anchors with physics/instrument views, batch samplers."""
+
+from whatsreal.sampling.splits import SPLITS, assign_split
+from whatsreal.sampling.views import (
+    ObservationDataset,
+    SourceBatchSampler,
+    SplitSpec,
+    ViewDataset,
+    collate_views,
+)
+
+__all__ = [
+    "SPLITS",
+    "ObservationDataset",
+    "SourceBatchSampler",
+    "SplitSpec",
+    "ViewDataset",
+    "assign_split",
+    "collate_views",
+]

@@ -1,0 +1,213 @@
+"""Lazy reader of an observation store: the table lives in memory, arrays stay on disk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import yaml
+
+from whatsreal.errors import StoreFormatError
+from whatsreal.store import layout
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Per-observation neighbour graph: rows of the store, -1 where there is none."""
+
+    index: np.ndarray  # (N, k) int64
+    sep_arcsec: np.ndarray  # (N, k) float32, NaN where index == -1
+    k: int
+    radius_arcsec: float
+
+    def count(self) -> np.ndarray:
+        """Number of real neighbours of each observation."""
+        return (self.index >= 0).sum(axis=1)
+
+
+def _runs(sorted_rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """Split sorted unique rows into (start, stop, offset) runs of consecutive rows."""
+    if sorted_rows.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [sorted_rows.size]])
+    return [
+        (int(sorted_rows[a]), int(sorted_rows[b - 1]) + 1, int(a))
+        for a, b in zip(starts, stops, strict=True)
+    ]
+
+
+class ObservationStore:
+    """Read-only view of a store folder.
+
+    The observation table (ids, instrument codes, positions, metadata) is loaded at open:
+    it is small (tens of bytes per row). Arrays are read on demand with :meth:`read`, which
+    touches only the requested rows, so memory stays flat however large the store. The
+    HDF5 handle is reopened lazily in each process, so the object can be handed to
+    DataLoader workers.
+    """
+
+    def __init__(self, path: str | Path, rdcc_nbytes: int = 4 * 1024**2) -> None:
+        self.path = Path(path)
+        obs = self.path / layout.OBS_FILE
+        if not obs.is_file():
+            hint = " (it is a file; a store is a folder)" if self.path.is_file() else ""
+            raise StoreFormatError(
+                f"{self.path} is not a whatsreal store: no {layout.OBS_FILE} inside{hint}. "
+                "Create one with a simulator (`whatsreal simulate ...`) or StoreWriter"
+            )
+        self._rdcc = rdcc_nbytes
+        self._h5: h5py.File | None = None
+        self._pid: int | None = None
+        with h5py.File(obs, "r") as h5:
+            if h5.attrs.get("format") != layout.FORMAT_NAME:
+                raise StoreFormatError(f"{obs} is HDF5 but not a whatsreal store")
+            version = int(h5.attrs["format_version"])
+            if version > layout.FORMAT_VERSION:
+                raise StoreFormatError(
+                    f"{obs} has store format {version}; this whatsreal reads up to "
+                    f"{layout.FORMAT_VERSION}: upgrade whatsreal"
+                )
+            self.provenance: dict[str, Any] = {
+                "whatsreal_version": str(h5.attrs["whatsreal_version"]),
+                "created_utc": str(h5.attrs["created_utc"]),
+                "format_version": version,
+            }
+            self.config: dict[str, Any] = yaml.safe_load(str(h5.attrs["config"])) or {}
+            self.modality = str(h5.attrs["modality"])
+            names = json.loads(h5["instruments"].attrs["names"])
+            self.instruments: list[str] = list(names)
+            self.bands: dict[str, list[str]] = {
+                n: json.loads(h5["instruments"].attrs[f"bands/{n}"]) for n in names
+            }
+            flux = h5[f"data/{layout.PRIMARY_ARRAY}"]
+            self.shape: tuple[int, ...] = tuple(flux.shape[1:])
+            self.n_obs = int(flux.shape[0])
+            self.arrays: tuple[str, ...] = tuple(h5["data"].keys())
+            self.table: dict[str, np.ndarray] = {k: v[:] for k, v in h5["table"].items()}
+            self.truth_source: dict[str, np.ndarray] = (
+                {k: v[:] for k, v in h5["truth/source"].items()} if "truth/source" in h5 else {}
+            )
+            self.truth_obs: dict[str, np.ndarray] = (
+                {k: v[:] for k, v in h5["truth/observation"].items()}
+                if "truth/observation" in h5
+                else {}
+            )
+        self.neighbours: Neighbours | None = self._load_pairing()
+
+    # -- table conveniences ----------------------------------------------------------
+    @property
+    def source_id(self) -> np.ndarray:
+        """Source of each observation (int64)."""
+        return self.table["source_id"]
+
+    @property
+    def instrument(self) -> np.ndarray:
+        """Instrument code of each observation; names are ``self.instruments[code]``."""
+        return self.table["instrument"].astype(np.int64)
+
+    @property
+    def has_positions(self) -> bool:
+        """Whether observations carry sky positions (ra/dec in degrees)."""
+        return "ra" in self.table
+
+    def instrument_code(self, name: str) -> int:
+        """Code of an instrument name, with an error that lists the known ones."""
+        try:
+            return self.instruments.index(name)
+        except ValueError:
+            raise KeyError(
+                f"unknown instrument '{name}'; this store has {self.instruments}"
+            ) from None
+
+    def meta_columns(self) -> list[str]:
+        """Free metadata columns (everything in the table beyond ids and positions)."""
+        core = {*layout.CORE_COLUMNS, *layout.POSITION_COLUMNS}
+        return [k for k in self.table if k not in core]
+
+    def __len__(self) -> int:
+        return self.n_obs
+
+    def __repr__(self) -> str:
+        return (
+            f"ObservationStore('{self.path}', n_obs={self.n_obs}, shape={self.shape}, "
+            f"instruments={self.instruments}, sources={np.unique(self.source_id).size})"
+        )
+
+    # -- lazy array access -----------------------------------------------------------
+    def _file(self) -> h5py.File:
+        import os
+
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = h5py.File(self.path / layout.OBS_FILE, "r", rdcc_nbytes=self._rdcc)
+            self._pid = os.getpid()
+        return self._h5
+
+    def read(self, rows: Iterable[int] | np.ndarray, arrays: Sequence[str] = ("flux",)) -> dict:
+        """Read the given rows (any order, repeats allowed) of the named arrays.
+
+        Only the requested rows are read: they are sorted, de-duplicated and fetched as
+        runs of consecutive rows, then returned in the order asked.
+        """
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_obs):
+            raise IndexError(f"rows outside [0, {self.n_obs}) requested from {self.path}")
+        missing = [a for a in arrays if a not in self.arrays]
+        if missing:
+            raise KeyError(f"array(s) {missing} not in store {self.path}; it has {self.arrays}")
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        h5 = self._file()
+        out = {}
+        for name in arrays:
+            ds = h5[f"data/{name}"]
+            buf = np.empty((uniq.size, *self.shape), dtype=ds.dtype)
+            for start, stop, offset in _runs(uniq):
+                ds.read_direct(buf, np.s_[start:stop], np.s_[offset : offset + stop - start])
+            in_order = uniq.size == rows.size and np.array_equal(uniq, rows)
+            out[name] = buf if in_order else buf[inverse]
+        return out
+
+    def close(self) -> None:
+        """Close the HDF5 handle (it reopens on the next read)."""
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_h5"] = None  # h5py handles do not cross process boundaries
+        state["_pid"] = None
+        return state
+
+    # -- pairing ---------------------------------------------------------------------
+    def _load_pairing(self) -> Neighbours | None:
+        path = self.path / layout.PAIRING_FILE
+        if not path.is_file():
+            return None
+        with h5py.File(path, "r") as h5:
+            if int(h5.attrs["n_obs"]) != self.n_obs:
+                raise StoreFormatError(
+                    f"{path} was computed for {int(h5.attrs['n_obs'])} observations, the store "
+                    f"has {self.n_obs}: recompute it with `whatsreal pair {self.path}`"
+                )
+            return Neighbours(
+                index=h5["neighbours/index"][:],
+                sep_arcsec=h5["neighbours/sep_arcsec"][:],
+                k=int(h5.attrs["k"]),
+                radius_arcsec=float(h5.attrs["radius_arcsec"]),
+            )
+
+    def reload_pairing(self) -> None:
+        """Re-read ``pairing.h5`` after it was (re)computed."""
+        self.neighbours = self._load_pairing()
+
+
+def open_store(path: str | Path) -> ObservationStore:
+    """Open a store folder for reading."""
+    return ObservationStore(path)
