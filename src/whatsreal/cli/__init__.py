@@ -1,0 +1,1 @@
+"""Command-line interface (`whatsreal ...`). Nothing in the package imports this."""

@@ -1,0 +1,130 @@
+"""`whatsreal` console script: one sub-command per stage, each a thin shell over the API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from whatsreal import __version__
+from whatsreal.errors import WhatsrealError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _angle(text: str):
+    """Parse '3arcmin', '180 arcsec' or '0.05deg'; a bare number is arcseconds."""
+    import astropy.units as u
+
+    try:
+        q = u.Quantity(text)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read angle {text!r}: {exc}") from None
+    if q.unit == u.dimensionless_unscaled:
+        q = q.value * u.arcsec
+    if q.unit.physical_type != "angle":
+        raise argparse.ArgumentTypeError(f"{text!r} is not an angle (try '3arcmin')")
+    return q
+
+
+def _store_info(args: argparse.Namespace) -> int:
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from whatsreal.store import ObservationStore
+
+    s = ObservationStore(args.store)
+    console = Console()
+    console.print(f"[bold]{s.path}[/bold]  ({s.modality}, shape {s.shape}, {s.n_obs} observations)")
+    table = Table("instrument", "bands", "observations", "sources")
+    for code, name in enumerate(s.instruments):
+        sel = s.instrument == code
+        n_src = np.unique(s.source_id[sel]).size
+        table.add_row(name, ",".join(s.bands[name]), str(int(sel.sum())), str(n_src))
+    console.print(table)
+    console.print(f"sources: {np.unique(s.source_id).size}   arrays: {', '.join(s.arrays)}")
+    console.print(f"metadata columns: {', '.join(s.meta_columns()) or '-'}")
+    console.print(
+        f"truth: source [{', '.join(k for k in s.truth_source if k != 'source_id') or '-'}], "
+        f"observation [{', '.join(s.truth_obs) or '-'}]"
+    )
+    if s.neighbours is not None:
+        nb = s.neighbours
+        console.print(
+            f"neighbour graph: k={nb.k}, radius {nb.radius_arcsec:.1f} arcsec, "
+            f"mean {nb.count().mean():.2f} neighbours, {(nb.count() == 0).sum()} with none"
+        )
+    else:
+        console.print(
+            "neighbour graph: none" + (" (run `whatsreal pair`)" if s.has_positions else "")
+        )
+    console.print(
+        f"written by whatsreal {s.provenance['whatsreal_version']} at {s.provenance['created_utc']}"
+    )
+    return 0
+
+
+def _pair(args: argparse.Namespace) -> int:
+    import time
+
+    from whatsreal.pairing import build_pairing
+
+    t0 = time.perf_counter()
+    nb = build_pairing(args.store, k=args.k, radius=args.radius)
+    print(
+        f"neighbour graph for {args.store}: k={nb.k}, radius {nb.radius_arcsec:.1f} arcsec, "
+        f"mean {nb.count().mean():.2f} neighbours, {(nb.count() == 0).sum()} observations with "
+        f"none ({time.perf_counter() - t0:.1f} s)"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; sub-commands register themselves here."""
+    parser = argparse.ArgumentParser(
+        prog="whatsreal",
+        description="Separate physics from instrument in overlapping observations.",
+    )
+    parser.add_argument("--version", action="version", version=f"whatsreal {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    store = sub.add_parser("store", help="inspect an observation store")
+    store_sub = store.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    info = store_sub.add_parser("info", help="summarise a store: instruments, sources, truth")
+    info.add_argument("store", help="store folder")
+    info.set_defaults(handler=_store_info)
+
+    pair = sub.add_parser("pair", help="compute the per-instrument sky neighbour graph of a store")
+    pair.add_argument("store", help="store folder (with ra/dec)")
+    pair.add_argument("--k", type=int, default=5, help="neighbours per observation (default 5)")
+    pair.add_argument(
+        "--radius", type=_angle, default="3arcmin", help="search radius (default 3arcmin)"
+    )
+    pair.set_defaults(handler=_pair)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, dispatch, and turn boundary errors into one-line messages."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0
+    try:
+        return handler(args)
+    except (WhatsrealError, FileExistsError, FileNotFoundError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"whatsreal {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
