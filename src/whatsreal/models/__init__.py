@@ -1,0 +1,1 @@
+"""Models: plain torch modules built from named presets, loadable without training code."""

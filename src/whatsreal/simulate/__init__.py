@@ -1,0 +1,1 @@
+"""Simulators that write observation stores with known truth."""

@@ -1,0 +1,259 @@
+"""Tests for the Conformer encoder, multi-positive InfoNCE and seed-001 contrastive models."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from whatsreal.models.conformer import ConformerEncoder
+from whatsreal.models.contrastive import (
+    CONTRASTIVE_PRESETS,
+    ContrastiveDualModel,
+    SingleLatentModel,
+    build_contrastive_model,
+    load_pretrained,
+    masked_mse,
+    multi_positive_info_nce,
+)
+from whatsreal.simulate.lightcurves import LightCurveSimConfig, simulate_lightcurves
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny models gain nothing from threads, and 2 threads on a busy 2-core box can stall."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _brute_force_info_nce(z: torch.Tensor, labels: torch.Tensor, tau: float) -> float:
+    """Eq. 7 anchor by anchor with Python floats; anchors without a positive are skipped."""
+    vecs = [[float(v) for v in row] for row in z]
+    norms = [math.sqrt(sum(v * v for v in row)) for row in vecs]
+    unit = [[v / n for v in row] for row, n in zip(vecs, norms, strict=True)]
+    labs = [int(v) for v in labels]
+    losses = []
+    for a in range(len(unit)):
+        pos, neg = 0.0, 0.0
+        n_pos = 0
+        for b in range(len(unit)):
+            if b == a:
+                continue
+            e = math.exp(sum(x * y for x, y in zip(unit[a], unit[b], strict=True)) / tau)
+            if labs[b] == labs[a]:
+                pos += e
+                n_pos += 1
+            else:
+                neg += e
+        if n_pos:
+            losses.append(-math.log(pos / (pos + neg)))
+    return sum(losses) / len(losses) if losses else 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_info_nce_matches_brute_force(seed: int) -> None:
+    """Vectorised loss equals the double loop, including anchors that have no positive."""
+    gen = torch.Generator().manual_seed(seed)
+    batch = 12
+    z = torch.randn(batch, 6, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 5, (batch,), generator=gen)
+    labels[0] = 99  # a singleton anchor: no positive in the batch
+    tau = [0.07, 0.1, 0.5, 1.0, 2.0][seed]
+    got = multi_positive_info_nce(z, labels, tau)
+    assert got.item() == pytest.approx(_brute_force_info_nce(z, labels, tau), rel=1e-5)
+
+
+def test_info_nce_no_positive_returns_zero_with_grad() -> None:
+    """All-distinct labels give 0 that can still be back-propagated."""
+    z = torch.randn(6, 4, requires_grad=True)
+    loss = multi_positive_info_nce(z, torch.arange(6), 0.1)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert z.grad is not None and torch.all(z.grad == 0)
+
+
+def test_info_nce_stable_at_small_tau() -> None:
+    """Tiny temperatures do not overflow (logsumexp), and gradients stay finite."""
+    z = torch.randn(16, 8, requires_grad=True)
+    labels = torch.arange(16) % 4
+    loss = multi_positive_info_nce(z, labels, 1e-3)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+
+
+def test_info_nce_lower_when_positives_coincide() -> None:
+    """Embeddings shared within a label beat the same embeddings shuffled across labels."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(24) % 6
+    centers = torch.randn(6, 16, generator=gen)
+    aligned = centers[labels] + 0.01 * torch.randn(24, 16, generator=gen)
+    shuffled = aligned[torch.randperm(24, generator=gen)]
+    good = multi_positive_info_nce(aligned, labels, 0.1)
+    bad = multi_positive_info_nce(shuffled, labels, 0.1)
+    assert good.item() < bad.item() - 1.0
+
+
+def test_info_nce_rejects_bad_input() -> None:
+    """Shape and temperature errors are reported at the boundary."""
+    with pytest.raises(ValueError, match="labels"):
+        multi_positive_info_nce(torch.randn(4, 3), torch.arange(5), 0.1)
+    with pytest.raises(ValueError, match="tau"):
+        multi_positive_info_nce(torch.randn(4, 3), torch.arange(4), 0.0)
+
+
+def _tiny_encoder(in_channels: int = 2) -> ConformerEncoder:
+    torch.manual_seed(0)
+    return ConformerEncoder(
+        in_channels, width=16, depth=2, heads=2, ff_dim=32, latent_dim=5, conv_kernel=5
+    ).eval()
+
+
+@pytest.mark.parametrize("length", [1, 9, 50, 100])
+def test_encoder_shapes(length: int) -> None:
+    """Any series length gives (B, latent) latents and (B, T, width) tokens."""
+    enc = _tiny_encoder()
+    x = torch.randn(3, 2, length)
+    with torch.no_grad():
+        assert enc(x).shape == (3, 5)
+        assert enc.tokens(x).shape == (3, length, 16)
+    rebuilt = ConformerEncoder(**enc.config)
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in enc.parameters())
+
+
+def test_encoder_padding_does_not_change_output() -> None:
+    """Right-padding with garbage (even NaN) under a mask leaves each pooled latent unchanged."""
+    enc = _tiny_encoder()
+    lengths = [40, 23, 31]
+    series = [torch.randn(1, 2, n) for n in lengths]
+    padded = torch.full((3, 2, 47), float("nan"))
+    mask = torch.zeros(3, 47, dtype=torch.bool)
+    for i, (s, n) in enumerate(zip(series, lengths, strict=True)):
+        padded[i, :, :n] = s[0]
+        padded[i, :, n:] = 1e3 * torch.randn(2, 47 - n) if i else float("nan")
+        mask[i, :n] = True
+    with torch.no_grad():
+        batched = enc(padded, mask)
+        tokens = enc.tokens(padded, mask)
+        for i, s in enumerate(series):
+            torch.testing.assert_close(batched[i], enc(s)[0], atol=1e-5, rtol=1e-5)
+    assert torch.all(tokens[~mask] == 0)
+    assert torch.isfinite(batched).all()
+
+
+def test_encoder_mask_hides_values_in_gaps() -> None:
+    """Values at masked samples inside the series do not reach the output."""
+    enc = _tiny_encoder()
+    x = torch.randn(2, 2, 30)
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    mask[:, 10:14] = False
+    y = x.clone()
+    y[:, :, 10:14] = 50.0
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x, mask), enc(y, mask))
+        assert not torch.allclose(enc(x), enc(y))
+
+
+def test_encoder_rejects_bad_input() -> None:
+    """Wrong channel count or an all-invalid series is a clear error."""
+    enc = _tiny_encoder()
+    with pytest.raises(ValueError, match="shape"):
+        enc(torch.randn(2, 3, 10))
+    with pytest.raises(ValueError, match="at least one valid"):
+        enc(torch.randn(2, 2, 10), torch.zeros(2, 10, dtype=torch.bool))
+
+
+def test_presets_and_builder() -> None:
+    """The paper preset is App. B; unknown presets/options raise a ValueError that lists choices."""
+    paper = CONTRASTIVE_PRESETS["paper"]
+    assert (paper["depth"], paper["width"], paper["heads"], paper["ff_dim"]) == (4, 64, 4, 128)
+    assert paper["latent_dim"] == 20
+    assert (paper["recon_weight"], paper["phys_weight"], paper["inst_weight"]) == (1.0, 1.0, 1.0)
+    model = build_contrastive_model("paper", in_channels=1, length=100)
+    assert isinstance(model, ContrastiveDualModel)
+    assert model.encoder_phys.config["depth"] == 4 and len(model.encoder_phys.blocks) == 4
+    single = build_contrastive_model("tiny", 1, 20, single_latent=True, latent_dim=3)
+    assert isinstance(single, SingleLatentModel) and single.config["latent_dim"] == 3
+    with pytest.raises(ValueError, match="paper"):
+        build_contrastive_model("huge", 1, 100)
+    with pytest.raises(ValueError, match="accepted options"):
+        build_contrastive_model("tiny", 1, 100, widht=3)
+    with pytest.raises(ValueError, match="inst_weight"):
+        build_contrastive_model("tiny", 1, 100, single_latent=True, inst_weight=2.0)
+
+
+def test_dual_model_outputs_and_untied_encoders() -> None:
+    """Forward shapes; the physics loss only trains the physics branch."""
+    torch.manual_seed(0)
+    model = build_contrastive_model("tiny", in_channels=2, length=24)
+    x = torch.randn(8, 2, 24)
+    out = model(x)
+    assert out["z_phys"].shape == (8, 8) and out["z_inst"].shape == (8, 8)
+    assert out["recon"].shape == (8, 2, 24)
+    z_phys, z_inst = model.embed(x)
+    torch.testing.assert_close(z_phys, out["z_phys"])
+    assert not torch.allclose(z_phys, z_inst)
+    losses = model.loss(x, source=torch.arange(8) % 4, instrument=torch.arange(8) // 4)
+    assert set(losses) == {"total", "recon", "phys", "inst"}
+    losses["phys"].backward()
+    assert all(p.grad is None for p in model.encoder_inst.parameters())
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder_phys.parameters()
+    )
+
+
+def test_masked_mse_ignores_invalid_samples() -> None:
+    """Reconstruction error is averaged over valid samples only."""
+    pred = torch.zeros(2, 1, 4)
+    target = torch.tensor([[[1.0, 1.0, 100.0, 100.0]], [[2.0, 2.0, 2.0, 2.0]]])
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    assert masked_mse(pred, target, mask).item() == pytest.approx((2 * 1 + 4 * 4) / 6)
+
+
+@pytest.mark.parametrize("single_latent", [False, True])
+def test_save_and_load_round_trip(tmp_path, single_latent: bool) -> None:
+    """from_pretrained rebuilds the model from config.json + weights with identical outputs."""
+    torch.manual_seed(0)
+    model = build_contrastive_model("tiny", 1, 30, single_latent=single_latent).eval()
+    model.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["class"] == type(model).__name__ and meta["config"] == model.config
+    assert not [p.name for p in (tmp_path / "m").iterdir() if p.name.endswith(".tmp")]
+    loaded = type(model).from_pretrained(tmp_path / "m")
+    assert type(loaded) is type(model) and not loaded.training
+    x = torch.randn(4, 1, 30)
+    with torch.no_grad():
+        a, b = model(x), loaded(x)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert type(load_pretrained(tmp_path / "m")) is type(model)
+    other = SingleLatentModel if not single_latent else ContrastiveDualModel
+    with pytest.raises(TypeError):
+        other.from_pretrained(tmp_path / "m")
+
+
+@pytest.mark.parametrize("single_latent", [False, True])
+def test_few_adam_steps_reduce_loss(single_latent: bool) -> None:
+    """30 Adam steps of the tiny model on one simulated batch lower the total loss."""
+    torch.manual_seed(0)
+    data = simulate_lightcurves(
+        LightCurveSimConfig(n_lightcurves=32, n_stars=8, n_instruments=4, length=40), seed=0
+    )
+    x = torch.from_numpy(data.flux)
+    source = torch.from_numpy(data.star_id)
+    instrument = torch.from_numpy(data.instrument_id)
+    model = build_contrastive_model("tiny", 1, 40, single_latent=single_latent)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(30):
+        loss = model.loss(x, source, instrument)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    assert np.isfinite(history).all()
+    assert np.mean(history[-3:]) < np.mean(history[:3]) - 0.15
