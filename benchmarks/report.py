@@ -1,6 +1,6 @@
 """Render BENCHMARKS.md from the JSON files in benchmarks/results/ (no figure typed by hand).
 
-    python benchmarks/report.py
+python benchmarks/report.py
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ batched, so five seeds cost about as much wall time as one on a CPU.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ class EnsembleMLP(nn.Module):
         self.biases = nn.ParameterList()
         self.norm_w = nn.ParameterList()
         self.norm_b = nn.ParameterList()
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        for i, (a, b) in enumerate(itertools.pairwise(dims)):
             w = torch.empty(members, a, b)
             bound = 1 / math.sqrt(a)
             nn.init.uniform_(w, -bound, bound)  # as nn.Linear's default
@@ -75,7 +76,12 @@ class ProbeEnsemble:
 
     def __init__(self, model: EnsembleMLP, mu, sd, y_mu, y_sd, task: str) -> None:
         self.model, self.mu, self.sd, self.y_mu, self.y_sd, self.task = (
-            model, mu, sd, y_mu, y_sd, task,
+            model,
+            mu,
+            sd,
+            y_mu,
+            y_sd,
+            task,
         )
 
     @torch.no_grad()
@@ -178,17 +184,21 @@ def few_shot_curve(
             for s in range(seeds)
         ]
         probes = fit_probes(
-            [features[r] for r in subsets], [target[r] for r in subsets],
-            settings=settings, seed=n,
+            [features[r] for r in subsets],
+            [target[r] for r in subsets],
+            settings=settings,
+            seed=n,
         )
         preds = probes.predict(features[test_rows])
         scores = [r2_score(target[test_rows], p) for p in preds]
-        out.append({
-            "n_labels": int(n),
-            "r2_mean": float(np.mean(scores)),
-            "r2_std": float(np.std(scores)),
-            "r2_all": [float(v) for v in scores],
-        })
+        out.append(
+            {
+                "n_labels": int(n),
+                "r2_mean": float(np.mean(scores)),
+                "r2_std": float(np.std(scores)),
+                "r2_all": [float(v) for v in scores],
+            }
+        )
     return out
 
 
@@ -203,8 +213,12 @@ def classification_accuracy(
 ) -> float:
     """Accuracy of the MLP probe (cross-entropy) trained on ``train_rows``."""
     probe = fit_probes(
-        [features[train_rows]], [labels[train_rows]], task="classification",
-        n_classes=n_classes, settings=settings, seed=seed,
+        [features[train_rows]],
+        [labels[train_rows]],
+        task="classification",
+        n_classes=n_classes,
+        settings=settings,
+        seed=seed,
     )
     pred = probe.predict(features[test_rows])[0]
     return float((pred == labels[test_rows]).mean())

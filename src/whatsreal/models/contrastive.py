@@ -351,7 +351,8 @@ _MODEL_CLASSES: dict[str, type[nn.Module]] = {
 
 # Named presets (timm-style registry). "paper" is seed 001 App. B; tau, dropout, kernel and the
 # head/decoder sizes are not given in the paper and are our choices (tau = 0.1 is the usual
-# SimCLR-range value for cosine similarities). "cpu" keeps the structure at a quarter of the cost;
+# SimCLR-range value for cosine similarities). "cpu" keeps the structure (width 32, 2 blocks,
+# 2 heads) at a fraction of the cost;
 # "tiny" is for unit tests.
 CONTRASTIVE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -375,7 +376,7 @@ CONTRASTIVE_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "width": 32,
         "depth": 2,
-        "heads": 4,
+        "heads": 2,  # head dim 16: the CPU attention kernels are ~2x faster than with 4 x 8
         "ff_dim": 64,
         "latent_dim": 20,
         "conv_kernel": 15,

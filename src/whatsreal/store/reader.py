@@ -94,6 +94,11 @@ class ObservationStore:
             self.truth_source: dict[str, np.ndarray] = (
                 {k: v[:] for k, v in h5["truth/source"].items()} if "truth/source" in h5 else {}
             )
+            self.truth_instrument: dict[str, np.ndarray] = (
+                {k: v[:] for k, v in h5["truth/instrument"].items()}
+                if "truth/instrument" in h5
+                else {}
+            )
             self.truth_obs: dict[str, np.ndarray] = (
                 {k: v[:] for k, v in h5["truth/observation"].items()}
                 if "truth/observation" in h5

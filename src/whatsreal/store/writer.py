@@ -100,6 +100,7 @@ class StoreWriter:
         self._meta_columns: dict[str, np.dtype] | None = None
         self._truth_obs_columns: dict[str, np.dtype] | None = None
         self._source_truth: list[dict[str, np.ndarray]] = []
+        self._instrument_truth: dict[str, np.ndarray] = {}
         self._closed = False
         # A chunk holds one image, or about 16 KiB of short series, so a random row read
         # touches little more than the row itself.
@@ -117,12 +118,18 @@ class StoreWriter:
     # -- appending -------------------------------------------------------------------
     def _column(self, group: str, name: str, values: np.ndarray) -> None:
         key = f"{group}/{name}"
+        tail = values.shape[1:]
         if key not in self._h5:
+            rows = max(1, 65536 // max(1, int(np.prod(tail))))
             self._h5.create_dataset(
-                key, shape=(0,), maxshape=(None,), dtype=values.dtype, chunks=(65536,)
+                key,
+                shape=(0, *tail),
+                maxshape=(None, *tail),
+                dtype=values.dtype,
+                chunks=(rows, *tail),
             )
         ds = self._h5[key]
-        ds.resize((self._n + len(values),))
+        ds.resize((self._n + len(values), *tail))
         ds[self._n :] = values
 
     def _check_array(self, name: str, value: Any, n: int) -> np.ndarray:
@@ -160,9 +167,11 @@ class StoreWriter:
             arr = np.asarray(value)
             if arr.ndim == 0:
                 arr = np.full(n, arr)
-            if arr.shape != (n,):
+            # metadata columns are scalars per row; truth may be a vector per row (phases)
+            if arr.shape[:1] != (n,) or (kind == "meta" and arr.ndim != 1):
+                want = f"({n},)" if kind == "meta" else f"({n}, ...)"
                 raise StoreValidationError(
-                    f"{kind} column '{key}' has shape {arr.shape}; expected ({n},)"
+                    f"{kind} column '{key}' has shape {arr.shape}; expected {want}"
                 )
             if arr.dtype.kind in "US":
                 arr = arr.astype("S")  # HDF5 stores fixed-width bytes
@@ -316,6 +325,19 @@ class StoreWriter:
             )
         self._source_truth.append(cols)
 
+    def add_instrument_truth(self, **columns: Any) -> None:
+        """Record per-instrument truth (e.g. a simulator's instrument parameters): one row per
+        registered instrument, in registration order."""
+        n = len(self.instruments)
+        for key, value in columns.items():
+            arr = np.asarray(value)
+            if arr.shape[:1] != (n,):
+                raise StoreValidationError(
+                    f"instrument truth column '{key}' has {arr.shape[:1]} rows; expected one "
+                    f"per instrument ({n}: {list(self.instruments)})"
+                )
+            self._instrument_truth[key] = arr
+
     # -- finishing -------------------------------------------------------------------
     def _finalise(self) -> None:
         h5 = self._h5
@@ -339,6 +361,8 @@ class StoreWriter:
                 )
             for key, arr in merged.items():
                 h5.create_dataset(f"truth/source/{key}", data=arr)
+        for key, arr in self._instrument_truth.items():
+            h5.create_dataset(f"truth/instrument/{key}", data=arr)
         inst = h5.create_group("instruments")
         inst.attrs["names"] = json.dumps(list(self.instruments))
         for name, bands in self.instruments.items():

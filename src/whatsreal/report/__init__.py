@@ -1,0 +1,1 @@
+"""Reports: self-contained HTML pages of a run's figures and tables."""

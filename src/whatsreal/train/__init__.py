@@ -1,0 +1,1 @@
+"""Training: Lightning wrappers around the plain model modules."""

@@ -1,0 +1,188 @@
+"""Lightning training of the structured contrastive models (seed 001).
+
+The model is a plain module (``whatsreal.models.contrastive``); this file only wires it to
+data (source-grouped batches from the store) and to Lightning (early stopping on the
+validation loss, checkpoints, CSV log, progress bar, DDP-ready sampling).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from whatsreal.config import save_config
+from whatsreal.models.contrastive import build_contrastive_model
+from whatsreal.sampling import ObservationDataset, SourceBatchSampler, SplitSpec, collate_views
+from whatsreal.store import ObservationStore
+
+log = logging.getLogger(__name__)
+
+# Lightning 2.x on torch >= 2.10 warns about its own use of a torch pytree API; not ours to fix.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+@dataclass
+class ContrastiveTrainConfig:
+    """Everything a contrastive run needs besides the store; saved as YAML with the run."""
+
+    preset: str = "cpu"
+    single_latent: bool = False
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-3  # seed 001 App. B: Adam, 1e-3
+    sources_per_batch: int = 64
+    views_per_source: int = 4
+    max_epochs: int = 200
+    max_minutes: float | None = None
+    patience: int = 8  # early stopping on the validation loss (seed 001 App. B)
+    val: float = 0.1
+    test: float = 0.1
+    split_seed: int = 0
+    seed: int = 0
+    num_workers: int = 0
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    precision: str = "auto"  # bf16-mixed on GPUs that support it, else 32-true
+    progress: bool = True
+
+    @property
+    def splits(self) -> SplitSpec:
+        return SplitSpec(self.val, self.test, self.split_seed)
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' means bf16 mixed precision on a GPU that supports it and fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+class ContrastiveTask(L.LightningModule):
+    """Adam on the model's own weighted loss (eq. 10); logs every term."""
+
+    def __init__(self, model: torch.nn.Module, lr: float) -> None:
+        super().__init__()
+        self.model = model
+        self.lr = lr
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        losses = self.model.loss(batch["x"], batch["source"], batch["instrument"])
+        bs = batch["x"].shape[0]
+        for name, value in losses.items():
+            self.log(
+                f"{stage}/{name}",
+                value,
+                batch_size=bs,
+                prog_bar=name == "total",
+                on_step=False,
+                on_epoch=True,
+                sync_dist=stage == "val",
+            )
+        return losses["total"]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+
+
+class ContrastiveData(L.LightningDataModule):
+    """Source-grouped batches so that same-source and same-instrument positives exist."""
+
+    def __init__(self, store: ObservationStore, cfg: ContrastiveTrainConfig) -> None:
+        super().__init__()
+        self.store, self.cfg = store, cfg
+
+    def _loader(self, split: str) -> DataLoader:
+        ds = ObservationDataset(self.store, split, splits=self.cfg.splits)
+        sampler = SourceBatchSampler(
+            ds,
+            self.cfg.sources_per_batch,
+            self.cfg.views_per_source,
+            seed=self.cfg.seed,
+            drop_last=split == "train",
+        )
+        return DataLoader(
+            ds,
+            batch_sampler=sampler,
+            collate_fn=collate_views,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+
+def fit_contrastive(
+    store: ObservationStore | str | Path,
+    out_dir: str | Path,
+    cfg: ContrastiveTrainConfig | None = None,
+    callbacks: list[L.Callback] | None = None,
+) -> torch.nn.Module:
+    """Train a contrastive model on a store; save config, checkpoints, log and the best model.
+
+    Returns the best model (by validation loss), in eval mode, and writes it with
+    ``save_pretrained`` to ``out_dir/model``.
+    """
+    cfg = cfg or ContrastiveTrainConfig()
+    store = store if isinstance(store, ObservationStore) else ObservationStore(store)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config({"store": str(store.path), "train": asdict(cfg)}, out / "config.yaml")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    c, t = store.shape
+    model = build_contrastive_model(
+        cfg.preset,
+        in_channels=c,
+        length=t,
+        single_latent=cfg.single_latent,
+        **cfg.model_overrides,
+    )
+    task = ContrastiveTask(model, cfg.lr)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=out / "checkpoints", monitor="val/total", mode="min", save_last=True
+    )
+    cbs = [
+        ckpt,
+        L.pytorch.callbacks.EarlyStopping("val/total", patience=cfg.patience, mode="min"),
+        *(callbacks or []),
+    ]
+    max_time = {"minutes": cfg.max_minutes} if cfg.max_minutes else None
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_epochs=cfg.max_epochs,
+        max_time=max_time,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        precision=resolve_precision(cfg.precision),
+        callbacks=cbs,
+        logger=L.pytorch.loggers.CSVLogger(out, name="logs", version=""),
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # SourceBatchSampler shards by rank itself
+        log_every_n_steps=1,
+    )
+    trainer.fit(task, datamodule=ContrastiveData(store, cfg))
+    if ckpt.best_model_path:
+        state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
+        task.load_state_dict(state["state_dict"])
+    model = task.model.cpu().eval()
+    if trainer.is_global_zero:
+        model.save_pretrained(out / "model")
+    return model
