@@ -46,9 +46,14 @@ def _store_info(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"sources: {np.unique(s.source_id).size}   arrays: {', '.join(s.arrays)}")
     console.print(f"metadata columns: {', '.join(s.meta_columns()) or '-'}")
+    truth = {
+        "source": [k for k in s.truth_source if k != "source_id"],
+        "instrument": list(s.truth_instrument),
+        "observation": list(s.truth_obs),
+    }
     console.print(
-        f"truth: source [{', '.join(k for k in s.truth_source if k != 'source_id') or '-'}], "
-        f"observation [{', '.join(s.truth_obs) or '-'}]"
+        "truth: " + "; ".join(f"{kind} ({', '.join(cols) or '-'})" for kind, cols in truth.items()),
+        markup=False,
     )
     if s.neighbours is not None:
         nb = s.neighbours
