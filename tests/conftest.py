@@ -37,5 +37,17 @@ def write_image_store(path, n_sources=200, shape=(4, 8, 8), seed=0, positions=Tr
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: small models are faster so, and it stops two busy
+    cores from stalling each other."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def image_store(tmp_path):
     return write_image_store(tmp_path / "img.store")

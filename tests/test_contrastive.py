@@ -21,14 +21,7 @@ from whatsreal.models.contrastive import (
 )
 from whatsreal.simulate.lightcurves import LightCurveSimConfig, simulate_lightcurves
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from threads, and 2 threads on a busy 2-core box can stall."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _brute_force_info_nce(z: torch.Tensor, labels: torch.Tensor, tau: float) -> float:

@@ -6,7 +6,6 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 
 from whatsreal.cli.main import main
 from whatsreal.report.lightcurves import SECTIONS
@@ -14,13 +13,7 @@ from whatsreal.simulate.lightcurves import lightcurve_sim_config, write_lightcur
 from whatsreal.store import ObservationStore
 from whatsreal.train.contrastive import ContrastiveTrainConfig, fit_contrastive
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_store_keeps_the_truth(tmp_path):

@@ -17,13 +17,7 @@ from whatsreal.evaluate.probes import (
     r2_score,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_r2_matches_sklearn():

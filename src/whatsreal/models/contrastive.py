@@ -30,7 +30,6 @@ import copy
 import inspect
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 
 from whatsreal.errors import ConfigError
 from whatsreal.models.conformer import ConformerEncoder
+from whatsreal.utils import atomic_write_with
 
 __all__ = [
     "CONTRASTIVE_PRESETS",
@@ -138,15 +138,17 @@ class _PretrainedMixin:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"class": type(self).__name__, "format_version": 1, "config": self.config}
-        _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(meta, indent=2)))
+        atomic_write_with(
+            directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(meta, indent=2))
+        )
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
         try:
             from safetensors.torch import save_file
         except ImportError:
-            _atomic_write(directory / TORCH_NAME, lambda p: torch.save(state, p))
+            atomic_write_with(directory / TORCH_NAME, lambda p: torch.save(state, p))
             (directory / SAFETENSORS_NAME).unlink(missing_ok=True)
         else:
-            _atomic_write(directory / SAFETENSORS_NAME, lambda p: save_file(state, str(p)))
+            atomic_write_with(directory / SAFETENSORS_NAME, lambda p: save_file(state, str(p)))
             (directory / TORCH_NAME).unlink(missing_ok=True)
         return directory
 
@@ -162,18 +164,6 @@ class _PretrainedMixin:
                 "use whatsreal.models.contrastive.load_pretrained to load any model"
             )
         return model
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path) on a temp file in the same folder, then os.replace it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ContrastiveDualModel(_PretrainedMixin, nn.Module):
