@@ -106,6 +106,36 @@ def _simulate_lightcurves(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_galaxies(args: argparse.Namespace) -> int:
+    import time
+
+    from whatsreal.errors import ConfigError
+    from whatsreal.simulate.galaxies import make_figure, simulate_galaxies
+
+    surveys = [s.strip() for s in args.surveys.split(",") if s.strip()]
+    if args.figure:
+        print(f"wrote {make_figure(args.figure, surveys=tuple(surveys))}")
+        return 0
+    if not args.out:
+        raise ConfigError("give --out STORE to write a store (or --figure PNG for the figure)")
+    t0 = time.perf_counter()
+    path = simulate_galaxies(
+        args.out,
+        n=args.n,
+        surveys=surveys,
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+        mmu_out=args.mmu_out,
+    )
+    print(
+        f"wrote {path}: {args.n:,} sources x {len(surveys)} surveys "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from whatsreal.pipelines.lightcurves import run_lightcurve_track, track_config
 
@@ -160,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--seed", type=int, default=0)
     lc.add_argument("--overwrite", action="store_true", help="replace an existing store")
     lc.set_defaults(handler=_simulate_lightcurves)
+    gal = sim_sub.add_parser(
+        "galaxies", help="GalSim galaxies seen by HSC-, Legacy- and LSST-like surveys"
+    )
+    gal.add_argument("--out", help="store folder to create")
+    gal.add_argument("--n", type=int, default=20_000, help="sources, each seen by every survey")
+    gal.add_argument("--surveys", default="hsc,legacy,lsst", help="comma-separated presets")
+    gal.add_argument("--seed", type=int, default=0)
+    gal.add_argument("--workers", type=int, help="processes (default: all cores)")
+    gal.add_argument("--mmu-out", help="also write the Multimodal-Universe-like HDF5 layout here")
+    gal.add_argument("--figure", help="write the docs figure (PNG) here instead of a store")
+    gal.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    gal.add_argument("--quiet", action="store_true", help="no progress bar")
+    gal.set_defaults(handler=_simulate_galaxies)
 
     demo = sub.add_parser(
         "demo",

@@ -1,0 +1,282 @@
+"""Galaxy (and star) population for the multi-survey simulator: one catalogue, all surveys.
+
+Choices (each a field of :class:`PopulationConfig`; numbers are approximate literature values
+or documented choices, never tuned to a benchmark):
+
+- Magnitudes: i-band number counts dN/dm ~ 10^(0.4 m) between 16 and the faint limit (the
+  slope of i-band galaxy counts at 18 < i < 23 is about 0.35-0.45 in deep-field counts, e.g.
+  HSC-SSP and SDSS), then cut like the Multimodal Universe cross-match: i < 22.5 (HSC sample)
+  and z < 21.0 (Legacy sample), on intrinsic (dereddened) magnitudes.
+- Redshift-like parameter: p(z | i) ~ z^2 exp(-z / z0), z0 = 0.0417 i - 0.744 (LSST Science
+  Book 2009, eq. 3.8), with z0 floored at 0.03 for bright galaxies; clipped to [0.005, 2.5].
+- SED type t in [0, 3] interpolates the four CWW templates shipped with GalSim (E, Sbc, Scd,
+  Im) in flux at fixed i-band flux; 30% early types (t < 0.7). Colours are integrated by GalSim
+  through the LSST g, r, i, z throughputs at the galaxy's redshift.
+- Sersic index: log-normal around 4 for early types falling to 1 for t >= 1.5 (scatter 0.3 in
+  ln n), clipped to [0.5, 6] (GalSim supports 0.3-6.2).
+- Half-light radius: log10 r = log10(0.9") - 0.15 (i - 20) - 0.1 [early], scatter 0.2 dex,
+  clipped to [0.1", 4"] (a size-magnitude relation of the kind measured in COSMOS/HST).
+- Ellipticity |e| = (1 - q) / (1 + q) (GalSim's reduced shear g), Gaussian components with
+  sigma 0.25 (0.15 for early types) truncated at 0.7; position angle uniform.
+- Stars (``star_fraction``): point sources with black-body colours (3,500-10,000 K); their
+  n, r_half, e are stored as 0 and ``is_star`` = 1.
+- Close pairs (``pair_fraction``): a companion galaxy 1.5"-4" away, 0.5-2.5 mag fainter, at
+  the same redshift; drawn into the same stamps, recorded in the truth.
+- Sky positions: uniform on a square patch (tangent plane) of side ``patch_deg`` or, by
+  default, of the area that gives ``density`` sources per arcmin^2 (0.7, about 2,500/deg^2,
+  close to the surface density of z < 21 galaxies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from whatsreal.errors import ConfigError
+
+__all__ = ["PopulationConfig", "band_colours", "draw_population", "patch_side_deg"]
+
+TEMPLATES = ("CWW_E_ext.sed", "CWW_Sbc_ext.sed", "CWW_Scd_ext.sed", "CWW_Im_ext.sed")
+Z_GRID = np.round(np.arange(0.0, 2.5001, 0.01), 4)
+T_GRID = np.linspace(3500.0, 10000.0, 27)
+
+
+@dataclass(frozen=True)
+class PopulationConfig:
+    """Knobs of the galaxy population; see the module docstring for the sources of defaults."""
+
+    mag_bright: float = 16.0
+    count_slope: float = 0.4
+    mag_limits: tuple[tuple[str, float], ...] = (("i", 22.5), ("z", 21.0))
+    early_fraction: float = 0.3
+    n_min: float = 0.5
+    n_max: float = 6.0
+    n_scatter: float = 0.3
+    size_pivot: float = 0.9
+    size_slope: float = -0.15
+    size_scatter: float = 0.2
+    size_min: float = 0.1
+    size_max: float = 4.0
+    e_sigma_late: float = 0.25
+    e_sigma_early: float = 0.15
+    e_max: float = 0.7
+    star_fraction: float = 0.02
+    pair_fraction: float = 0.03
+    density: float = 0.7
+    patch_deg: float | None = None
+    ra_center: float = 150.0
+    dec_center: float = 2.0
+
+    def __post_init__(self) -> None:
+        """Reject out-of-range values with a message naming the field."""
+        if not 0.3 <= self.n_min < self.n_max <= 6.2:
+            raise ConfigError("PopulationConfig: need 0.3 <= n_min < n_max <= 6.2 (GalSim)")
+        for key in ("star_fraction", "pair_fraction", "early_fraction"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ConfigError(f"PopulationConfig.{key} must be in [0, 1)")
+        if self.density <= 0:
+            raise ConfigError("PopulationConfig.density must be > 0 (sources per arcmin^2)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, for the store config."""
+        return dataclasses.asdict(self)
+
+
+def patch_side_deg(n_sources: int, density: float) -> float:
+    """Side (deg) of the square patch that holds ``n_sources`` at ``density`` per arcmin^2."""
+    return float(np.sqrt(n_sources / density) / 60.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _colour_tables() -> tuple[np.ndarray, np.ndarray]:
+    """AB magnitudes m_b - m_i of the CWW templates (4, z, 4) and black bodies (T, 4).
+
+    Computed once per process with GalSim's SED and Bandpass integrals (about 0.1 s).
+    """
+    import galsim
+
+    bands = {
+        b: galsim.Bandpass(f"LSST_{b}.dat", wave_type="nm").withZeropoint("AB") for b in "griz"
+    }
+    gal = np.zeros((len(TEMPLATES), Z_GRID.size, 4))
+    for t, name in enumerate(TEMPLATES):
+        sed = galsim.SED(name, wave_type="Ang", flux_type="flambda")
+        for j, z in enumerate(Z_GRID):
+            s = sed.atRedshift(float(z))
+            m = [s.calculateMagnitude(bands[b]) for b in "griz"]
+            gal[t, j] = np.array(m) - m[2]
+    star = np.zeros((T_GRID.size, 4))
+    h_c_over_k = 1.438777e7  # nm K
+    for j, temp in enumerate(T_GRID):
+        sed = galsim.SED(
+            galsim.LookupTable(
+                np.linspace(300, 1200, 901),
+                np.linspace(300, 1200, 901) ** -5
+                / np.expm1(h_c_over_k / (np.linspace(300, 1200, 901) * temp)),
+            ),
+            wave_type="nm",
+            flux_type="flambda",
+        )
+        m = [sed.calculateMagnitude(bands[b]) for b in "griz"]
+        star[j] = np.array(m) - m[2]
+    return gal, star
+
+
+def band_colours(sed_type: np.ndarray, redshift: np.ndarray) -> np.ndarray:
+    """m_b - m_i for g, r, i, z of mixed CWW templates: (N, 4).
+
+    Template j and j+1 are mixed in flux at fixed i-band flux with weight frac(t); redshifts
+    are linearly interpolated on a 0.01 grid (colour error < 0.01 mag).
+    """
+    gal, _ = _colour_tables()
+    t = np.clip(np.asarray(sed_type, float), 0, len(TEMPLATES) - 1)
+    lo = np.minimum(np.floor(t).astype(int), len(TEMPLATES) - 2)
+    w = (t - lo)[:, None]
+    zi = np.clip(np.asarray(redshift, float), Z_GRID[0], Z_GRID[-1]) / 0.01
+    z0 = np.minimum(np.floor(zi).astype(int), Z_GRID.size - 2)
+    wz = (zi - z0)[:, None]
+
+    def flux(tt: np.ndarray) -> np.ndarray:
+        m = gal[tt, z0] * (1 - wz) + gal[tt, z0 + 1] * wz
+        return 10 ** (-0.4 * m)
+
+    return -2.5 * np.log10((1 - w) * flux(lo) + w * flux(lo + 1))
+
+
+def _star_colours(temp: np.ndarray) -> np.ndarray:
+    """m_b - m_i of black bodies at temperature ``temp`` (K): (N, 4)."""
+    _, star = _colour_tables()
+    return np.stack([np.interp(temp, T_GRID, star[:, b]) for b in range(4)], axis=1)
+
+
+def _truncated_power_law(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float):
+    """Magnitudes with dN/dm ~ 10^(slope m) on [lo, hi] by inverse CDF."""
+    a = slope * np.log(10)
+    u = rng.uniform(size=n)
+    return np.log(np.exp(a * lo) + u * (np.exp(a * hi) - np.exp(a * lo))) / a
+
+
+def _galaxy_shapes(rng: np.random.Generator, cfg: PopulationConfig, mag_i, sed_type):
+    """Sersic n, half-light radius (arcsec), e1, e2 for galaxies of given i mag and SED type."""
+    n_gal = mag_i.size
+    early = sed_type < 0.7
+    ln_n_mean = np.log(4.0) + (np.log(1.0) - np.log(4.0)) * np.clip(sed_type / 1.5, 0, 1)
+    n = np.exp(ln_n_mean + cfg.n_scatter * rng.normal(size=n_gal))
+    n = np.clip(n, cfg.n_min, cfg.n_max)
+    log_r = (
+        np.log10(cfg.size_pivot)
+        + cfg.size_slope * (mag_i - 20.0)
+        - 0.1 * early
+        + cfg.size_scatter * rng.normal(size=n_gal)
+    )
+    r_half = np.clip(10**log_r, cfg.size_min, cfg.size_max)
+    sigma = np.where(early, cfg.e_sigma_early, cfg.e_sigma_late)
+    e = np.empty(n_gal)
+    todo = np.arange(n_gal)
+    while todo.size:  # |e| from a truncated 2-D Gaussian
+        e1, e2 = rng.normal(size=(2, todo.size)) * sigma[todo]
+        mod = np.hypot(e1, e2)
+        ok = mod < cfg.e_max
+        e[todo[ok]] = mod[ok]
+        todo = todo[~ok]
+    angle = rng.uniform(0, np.pi, size=n_gal)
+    return n, r_half, e * np.cos(2 * angle), e * np.sin(2 * angle)
+
+
+def draw_population(n_sources: int, cfg: PopulationConfig, seed: int) -> dict[str, np.ndarray]:
+    """Draw ``n_sources`` sources (galaxies, a few stars) with every physical parameter.
+
+    Returns a dict of (N,) arrays (``mag`` is (N, 4) for g, r, i, z, intrinsic AB) with
+    ``source_id`` = 0..N-1. Fully determined by ``seed``.
+    """
+    if n_sources < 1:
+        raise ConfigError(f"n_sources must be >= 1, got {n_sources}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+    limits = dict(cfg.mag_limits)
+    i_faint = limits.get("i", 22.5)
+    # Draw galaxies in batches until enough pass every magnitude limit.
+    kept: dict[str, list[np.ndarray]] = {k: [] for k in ("mag_i", "t", "z", "col")}
+    count = 0
+    while count < n_sources:
+        m = 2 * (n_sources - count) + 64
+        mag_i = _truncated_power_law(rng, m, cfg.mag_bright, i_faint, cfg.count_slope)
+        early = rng.uniform(size=m) < cfg.early_fraction
+        t = np.where(early, rng.uniform(0, 0.7, m), rng.uniform(0.7, 3.0, m))
+        z0 = np.maximum(0.0417 * mag_i - 0.744, 0.03)
+        z = np.clip(rng.gamma(3.0, z0), 0.005, 2.5)  # z^2 exp(-z/z0) is Gamma(3, z0)
+        col = band_colours(t, z)
+        mags = mag_i[:, None] + col
+        ok = np.ones(m, bool)
+        for band, lim in limits.items():
+            ok &= mags[:, "griz".index(band)] < lim
+        for key, val in zip(kept, (mag_i, t, z, col), strict=True):
+            kept[key].append(val[ok])
+        count += int(ok.sum())
+    mag_i, sed_type, redshift, col = (np.concatenate(kept[k])[:n_sources] for k in kept)
+    n, r_half, e1, e2 = _galaxy_shapes(rng, cfg, mag_i, sed_type)
+    mag = mag_i[:, None] + col
+
+    # Stars replace a random subset of the catalogue.
+    is_star = rng.uniform(size=n_sources) < cfg.star_fraction
+    n_star = int(is_star.sum())
+    if n_star:
+        star_mag = np.empty((n_star, 4))
+        todo = np.arange(n_star)
+        while todo.size:  # the same magnitude limits as the galaxies
+            temp = rng.uniform(T_GRID[0], T_GRID[-1], todo.size)
+            s_i = _truncated_power_law(rng, todo.size, cfg.mag_bright, i_faint, 0.15)
+            trial = s_i[:, None] + _star_colours(temp)
+            ok = np.ones(todo.size, bool)
+            for band, lim in limits.items():
+                ok &= trial[:, "griz".index(band)] < lim
+            star_mag[todo[ok]] = trial[ok]
+            todo = todo[~ok]
+        mag[is_star] = star_mag
+        for arr in (n, r_half, e1, e2, redshift):
+            arr[is_star] = 0.0
+        sed_type[is_star] = -1.0
+
+    # Close pairs: a companion galaxy at the same redshift, drawn into the same stamps.
+    pair = (rng.uniform(size=n_sources) < cfg.pair_fraction) & ~is_star
+    c_sep = rng.uniform(1.5, 4.0, n_sources) * pair
+    c_angle = rng.uniform(0, 2 * np.pi, n_sources)
+    c_dmag = rng.uniform(0.5, 2.5, n_sources)
+    c_t = rng.uniform(0.0, 3.0, n_sources)
+    c_mag = mag[:, 2] + c_dmag
+    c_n, c_r, c_e1, c_e2 = _galaxy_shapes(rng, cfg, c_mag, c_t)
+    c_magb = c_mag[:, None] + band_colours(c_t, np.maximum(redshift, 0.005))
+
+    side = cfg.patch_deg if cfg.patch_deg else patch_side_deg(n_sources, cfg.density)
+    x = rng.uniform(-side / 2, side / 2, n_sources)  # tangent-plane degrees
+    y = rng.uniform(-side / 2, side / 2, n_sources)
+    dec = cfg.dec_center + y
+    ra = np.mod(cfg.ra_center + x / np.cos(np.deg2rad(dec)), 360.0)
+
+    zero = np.zeros(n_sources)
+    return {
+        "source_id": np.arange(n_sources, dtype=np.int64),
+        "ra": ra,
+        "dec": dec,
+        "x_deg": x,
+        "y_deg": y,
+        "is_star": is_star.astype(np.uint8),
+        "mag": mag,
+        "redshift": redshift,
+        "sed_type": sed_type,
+        "sersic_n": n,
+        "r_half": r_half,
+        "e1": e1,
+        "e2": e2,
+        "has_companion": pair.astype(np.uint8),
+        "comp_dx": np.where(pair, c_sep * np.cos(c_angle), zero),
+        "comp_dy": np.where(pair, c_sep * np.sin(c_angle), zero),
+        "comp_mag": np.where(pair[:, None], c_magb, 0.0),
+        "comp_n": np.where(pair, c_n, zero),
+        "comp_r_half": np.where(pair, c_r, zero),
+        "comp_e1": np.where(pair, c_e1, zero),
+        "comp_e2": np.where(pair, c_e2, zero),
+    }
