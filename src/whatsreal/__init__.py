@@ -11,4 +11,15 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load"]
+
+
+def load(path, map_location="cpu"):
+    """Load a saved whatsreal model (a run's ``<out>/model`` folder) in eval mode.
+
+    Counterfactual models give ``.embed(observations) -> (physics, instrument)`` latents and
+    ``.counterfactual(physics_views, instrument_views, ...)`` posterior samples.
+    """
+    from whatsreal.models.base import load_pretrained
+
+    return load_pretrained(path, map_location=map_location)

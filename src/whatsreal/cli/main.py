@@ -6,9 +6,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from whatsreal import __version__
-from whatsreal.errors import WhatsrealError
+from whatsreal.errors import ConfigError, WhatsrealError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -156,6 +157,85 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extra_overrides(extra: Sequence[str]) -> list[str]:
+    """Turn ``--a.b value``, ``--a.b=value`` and ``a.b=value`` into ``a.b=value`` items."""
+    out, i = [], 0
+    extra = list(extra)
+    while i < len(extra):
+        item = extra[i]
+        if item.startswith("--"):
+            key = item[2:]
+            if "=" in key:
+                out.append(key)
+            elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+                out.append(f"{key}={extra[i + 1]}")
+                i += 1
+            else:
+                out.append(f"{key}=true")
+        elif "=" in item:
+            out.append(item)
+        else:
+            raise ConfigError(f"cannot read override {item!r}; use --key value or key=value")
+        i += 1
+    return out
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import asdict, fields
+
+    from whatsreal.config import apply_overrides, load_config, merge
+
+    cfg = load_config(args.config)
+    kind = cfg.get("model", "counterfactual")
+    if kind == "counterfactual":
+        from whatsreal.train.counterfactual import CounterfactualTrainConfig as Cfg
+        from whatsreal.train.counterfactual import fit_counterfactual as fit
+    elif kind == "contrastive":
+        from whatsreal.train.contrastive import ContrastiveTrainConfig as Cfg
+        from whatsreal.train.contrastive import fit_contrastive as fit
+    else:
+        raise ConfigError(f"{args.config}: model must be 'counterfactual' or 'contrastive'")
+    full = merge({"model": kind, "store": None, "out": None, "train": asdict(Cfg())}, cfg)
+    unknown = sorted(set(full["train"]) - {f.name for f in fields(Cfg)})
+    if unknown:
+        raise ConfigError(f"{args.config}: unknown train keys {unknown}")
+    overrides = _extra_overrides(args.overrides)
+    free = [o for o in overrides if o.startswith("train.model_overrides.")]
+    full = apply_overrides(full, [o for o in overrides if o not in free])
+    full = apply_overrides(full, free, strict=False)
+    for key in ("store", "out"):
+        if not full.get(key):
+            raise ConfigError(f"{args.config}: set '{key}' (in the file or with --{key} PATH)")
+    model = fit(full["store"], full["out"], Cfg(**full["train"]))
+    print(f"model saved to {Path(full['out']) / 'model'} ({type(model).__name__})")
+    return 0
+
+
+def _counterfactual(args: argparse.Namespace) -> int:
+    import whatsreal
+    from whatsreal.infer.counterfactual import counterfactual_views, write_fits, write_hdf5
+
+    model = whatsreal.load(args.model)
+    result = counterfactual_views(
+        model,
+        args.store,
+        args.to,
+        n_samples=args.n_samples,
+        solver=args.solver,
+        nfe=args.nfe,
+        seed=args.seed,
+        split=args.split,
+        limit=args.limit,
+        progress=not args.quiet,
+    )
+    out = write_hdf5(result, args.out)
+    print(f"wrote {len(result.source_id)} sources x {args.n_samples} samples -> {out}")
+    if args.fits:
+        paths = write_fits(result, args.fits)
+        print(f"wrote {len(paths)} FITS files -> {args.fits}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; sub-commands register themselves here."""
     parser = argparse.ArgumentParser(
@@ -204,6 +284,31 @@ def build_parser() -> argparse.ArgumentParser:
     gal.add_argument("--quiet", action="store_true", help="no progress bar")
     gal.set_defaults(handler=_simulate_galaxies)
 
+    train = sub.add_parser(
+        "train",
+        help="train a model from one YAML config (saved, resolved, with the run)",
+        description="Extra --key value pairs override config keys, e.g. --train.max_steps 500",
+    )
+    train.add_argument("--config", required=True, help="YAML file: model, store, out, train")
+    train.set_defaults(handler=_train, accepts_overrides=True)
+
+    cf = sub.add_parser(
+        "counterfactual", help="generate views of store sources as another instrument sees them"
+    )
+    cf.add_argument("--model", required=True, help="model folder (a run's <out>/model)")
+    cf.add_argument("--store", required=True, help="store folder")
+    cf.add_argument("--to", required=True, help="target instrument name")
+    cf.add_argument("--n-samples", type=int, default=8, help="posterior samples (default 8)")
+    cf.add_argument("--solver", default="heun", help="euler, heun, midpoint or dopri5")
+    cf.add_argument("--nfe", type=int, default=20, help="network evaluations (default 20)")
+    cf.add_argument("--split", help="only sources of this split (train, val, test)")
+    cf.add_argument("--limit", type=int, help="at most this many sources")
+    cf.add_argument("--seed", type=int, default=0)
+    cf.add_argument("--out", default="counterfactuals.h5", help="HDF5 output file")
+    cf.add_argument("--fits", help="also write one FITS file per source into this folder")
+    cf.add_argument("--quiet", action="store_true", help="no progress bar")
+    cf.set_defaults(handler=_counterfactual)
+
     demo = sub.add_parser(
         "demo",
         help="simulate light curves, train dual and single-latent models, evaluate, report",
@@ -220,7 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, dispatch, and turn boundary errors into one-line messages."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
@@ -230,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return handler(args)
-    except (WhatsrealError, FileExistsError, FileNotFoundError, KeyError) as exc:
+    except (WhatsrealError, FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"whatsreal {args.command}: error: {msg}", file=sys.stderr)
         return 2

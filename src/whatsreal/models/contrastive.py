@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,8 +35,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from whatsreal.errors import ConfigError
+from whatsreal.models.base import (
+    PretrainedMixin,
+    constructor_args,
+    load_pretrained,
+    register_model,
+)
 from whatsreal.models.conformer import ConformerEncoder
-from whatsreal.utils import atomic_write_with
 
 __all__ = [
     "CONTRASTIVE_PRESETS",
@@ -50,10 +52,6 @@ __all__ = [
     "masked_mse",
     "multi_positive_info_nce",
 ]
-
-CONFIG_NAME = "config.json"
-SAFETENSORS_NAME = "model.safetensors"
-TORCH_NAME = "model.pt"
 
 
 def multi_positive_info_nce(z: Tensor, labels: Tensor, tau: float) -> Tensor:
@@ -128,45 +126,8 @@ class _Decoder(nn.Module):
         return self.net(h).view(h.shape[0], *self.shape)
 
 
-class _PretrainedMixin:
-    """save_pretrained / from_pretrained for modules that keep their constructor args in config."""
-
-    config: dict[str, Any]
-
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """Write config.json and weights (safetensors if installed, else model.pt) atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {"class": type(self).__name__, "format_version": 1, "config": self.config}
-        atomic_write_with(
-            directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(meta, indent=2))
-        )
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
-        try:
-            from safetensors.torch import save_file
-        except ImportError:
-            atomic_write_with(directory / TORCH_NAME, lambda p: torch.save(state, p))
-            (directory / SAFETENSORS_NAME).unlink(missing_ok=True)
-        else:
-            atomic_write_with(directory / SAFETENSORS_NAME, lambda p: save_file(state, str(p)))
-            (directory / TORCH_NAME).unlink(missing_ok=True)
-        return directory
-
-    @classmethod
-    def from_pretrained(
-        cls, directory: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-    ) -> Any:
-        """Rebuild a model saved by save_pretrained; no training code is needed."""
-        model = load_pretrained(directory, map_location=map_location)
-        if not isinstance(model, cls):
-            raise TypeError(
-                f"{directory} holds a {type(model).__name__}, not a {cls.__name__}; "
-                "use whatsreal.models.contrastive.load_pretrained to load any model"
-            )
-        return model
-
-
-class ContrastiveDualModel(_PretrainedMixin, nn.Module):
+@register_model
+class ContrastiveDualModel(PretrainedMixin, nn.Module):
     """Physics and instrument encoders, multiplicative decoder and two InfoNCE losses (seed 001).
 
     ``forward`` returns ``z_phys``, ``z_inst`` (B, latent_dim) and ``recon`` (B, C, T);
@@ -201,7 +162,7 @@ class ContrastiveDualModel(_PretrainedMixin, nn.Module):
             raise ValueError(f"length must be >= 1, got {length}")
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau}")
-        self.config = _constructor_args(type(self), locals())
+        self.config = constructor_args(type(self), locals())
         enc = {
             "in_channels": in_channels,
             "width": width,
@@ -253,7 +214,8 @@ class ContrastiveDualModel(_PretrainedMixin, nn.Module):
         return {"total": total, "recon": recon, "phys": phys, "inst": inst}
 
 
-class SingleLatentModel(_PretrainedMixin, nn.Module):
+@register_model
+class SingleLatentModel(PretrainedMixin, nn.Module):
     """Seed-001 baseline: one encoder, one latent, InfoNCE on same-source positives only.
 
     Also reconstructs x from ``g(z)`` with weight ``recon_weight`` (default 1.0; see module
@@ -286,7 +248,7 @@ class SingleLatentModel(_PretrainedMixin, nn.Module):
             raise ValueError(f"length must be >= 1, got {length}")
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau}")
-        self.config = _constructor_args(type(self), locals())
+        self.config = constructor_args(type(self), locals())
         self.tau = tau
         self.weights = {"recon": recon_weight, "phys": phys_weight}
         self.encoder = ConformerEncoder(
@@ -327,17 +289,6 @@ class SingleLatentModel(_PretrainedMixin, nn.Module):
         total = self.weights["recon"] * recon + self.weights["phys"] * phys
         return {"total": total, "recon": recon, "phys": phys}
 
-
-def _constructor_args(cls: type, local_vars: dict[str, Any]) -> dict[str, Any]:
-    """Pick the constructor arguments out of __init__'s locals(), in signature order."""
-    names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    return {name: local_vars[name] for name in names}
-
-
-_MODEL_CLASSES: dict[str, type[nn.Module]] = {
-    "ContrastiveDualModel": ContrastiveDualModel,
-    "SingleLatentModel": SingleLatentModel,
-}
 
 # Named presets (timm-style registry). "paper" is seed 001 App. B; tau, dropout, kernel and the
 # head/decoder sizes are not given in the paper and are our choices (tau = 0.1 is the usual
@@ -426,37 +377,3 @@ def build_contrastive_model(
     kwargs = {k: v for k, v in copy.deepcopy(CONTRASTIVE_PRESETS[preset]).items() if k in accepted}
     kwargs.update(overrides)
     return cls(in_channels=in_channels, length=length, **kwargs)
-
-
-def load_pretrained(
-    directory: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-) -> ContrastiveDualModel | SingleLatentModel:
-    """Load whichever model class was saved in directory, in eval mode on map_location."""
-    directory = Path(directory)
-    config_path = directory / CONFIG_NAME
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"no {CONFIG_NAME} in {directory}; was it written by save_pretrained?"
-        )
-    meta = json.loads(config_path.read_text())
-    name = meta.get("class")
-    if name not in _MODEL_CLASSES:
-        raise ValueError(f"{config_path} names class {name!r}; known: {sorted(_MODEL_CLASSES)}")
-    model = _MODEL_CLASSES[name](**meta["config"])
-    if (directory / SAFETENSORS_NAME).is_file():
-        try:
-            from safetensors.torch import load_file
-        except ImportError as err:
-            raise ImportError(
-                f"{directory / SAFETENSORS_NAME} needs the 'safetensors' package "
-                "(pip install safetensors)"
-            ) from err
-        state = load_file(str(directory / SAFETENSORS_NAME), device=str(map_location))
-    elif (directory / TORCH_NAME).is_file():
-        state = torch.load(directory / TORCH_NAME, map_location=map_location, weights_only=True)
-    else:
-        raise FileNotFoundError(f"no {SAFETENSORS_NAME} or {TORCH_NAME} in {directory}")
-    model.load_state_dict(state)
-    model.to(map_location)
-    model.eval()
-    return model  # type: ignore[return-value]

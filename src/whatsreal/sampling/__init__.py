@@ -5,6 +5,8 @@ from whatsreal.sampling.views import (
     ObservationDataset,
     SourceBatchSampler,
     SplitSpec,
+    StepBatchSampler,
+    StepIndexedViews,
     ViewDataset,
     collate_views,
 )
@@ -14,6 +16,8 @@ __all__ = [
     "ObservationDataset",
     "SourceBatchSampler",
     "SplitSpec",
+    "StepBatchSampler",
+    "StepIndexedViews",
     "ViewDataset",
     "assign_split",
     "collate_views",

@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,6 +61,14 @@ class _SourceIndex:
 
     def rows_of(self, pos: int) -> np.ndarray:
         return self.rows[self.ptr[pos] : self.ptr[pos + 1]]
+
+
+def _dist_info() -> tuple[int, int]:
+    """(rank, world size) from torch.distributed if it is initialised, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _open(store: ObservationStore | str) -> ObservationStore:
@@ -144,11 +153,16 @@ class ViewDataset(Dataset):
         return int(self.anchor_sources.size)
 
     # -- drawing view indices (no I/O) ------------------------------------------------
-    def draw(self, i: int) -> dict[str, np.ndarray | int]:
-        """Choose the store rows of item ``i``: anchor, physics and instrument views."""
+    def draw(self, i: int, epoch: int | None = None) -> dict[str, np.ndarray | int]:
+        """Choose the store rows of item ``i``: anchor, physics and instrument views.
+
+        The choice is a fixed function of (seed, epoch, i); ``epoch`` defaults to the one
+        set by :meth:`set_epoch`.
+        """
         if not 0 <= i < len(self):
             raise IndexError(f"item {i} outside [0, {len(self)}) of the {self.split} split")
-        rng = np.random.default_rng((self.seed, self.epoch, i))
+        epoch = self.epoch if epoch is None else int(epoch)
+        rng = np.random.default_rng((self.seed, epoch, i))
         idx = self.index
         pos = int(self.anchor_sources[i])
         rows = idx.rows_of(pos)
@@ -185,7 +199,10 @@ class ViewDataset(Dataset):
     # -- reading ---------------------------------------------------------------------
     def __getitems__(self, items: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         """Draw a batch of items and read all their rows in one pass over the store."""
-        draws = [self.draw(int(i)) for i in items]
+        return self.read_draws([self.draw(int(i)) for i in items])
+
+    def read_draws(self, draws: Sequence[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
+        """Read the rows chosen by :meth:`draw` for a batch, each unique row once."""
         anchors = np.array([d["anchor_row"] for d in draws], dtype=np.int64)
         phys = np.stack([d["physics_rows"] for d in draws])
         inst = (
@@ -226,6 +243,74 @@ class ViewDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return self.__getitems__([i])[0]
+
+
+class StepIndexedViews(Dataset):
+    """A :class:`ViewDataset` addressed by ``epoch * len(views) + item``, so that a batch
+    sampler alone decides which epoch's draw each index gets (workers need no ``set_epoch``).
+    """
+
+    def __init__(self, views: ViewDataset) -> None:
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitems__(self, items: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        n = len(self.views)
+        return self.views.read_draws([self.views.draw(int(k) % n, int(k) // n) for k in items])
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([k])[0]
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Endless batches where the batch of global step ``g`` is a fixed function of
+    (seed, g): a run resumed at step g sees exactly the batches an uninterrupted run would.
+
+    Each epoch is a seeded permutation of ``n_items``, cut into global batches of
+    ``batch_size * world_size`` (the tail is dropped); rank r takes the r-th slice.
+    Indices are ``epoch * n_items + item`` (see :class:`StepIndexedViews`).
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        batch_size: int,
+        seed: int = 0,
+        start_step: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        rank_, world_ = _dist_info()
+        self.rank = rank_ if rank is None else int(rank)
+        self.world_size = world_ if world_size is None else int(world_size)
+        self.n_items, self.batch_size = int(n_items), int(batch_size)
+        self.seed, self.start_step = int(seed), int(start_step)
+        self.steps_per_epoch = self.n_items // (self.batch_size * self.world_size)
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"{self.n_items} items cannot fill one global batch of "
+                f"{self.batch_size} x {self.world_size} ranks; lower the batch size"
+            )
+        self._perm_epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+
+    def batch(self, step: int) -> list[int]:
+        """Indices of this rank's share of global step ``step``."""
+        epoch, j = divmod(int(step), self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng((self.seed, epoch)).permutation(self.n_items)
+            self._perm_epoch = epoch
+        gb = self.batch_size * self.world_size
+        chunk = self._perm[j * gb : (j + 1) * gb]
+        mine = chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        return (epoch * self.n_items + mine).tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1
 
 
 def collate_views(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -302,10 +387,7 @@ class SourceBatchSampler(Sampler[list[int]]):
         self.sources_per_batch, self.views_per_source = sources_per_batch, views_per_source
         self.seed, self.epoch, self.drop_last = seed, 0, drop_last
         if num_replicas is None:
-            dist = torch.distributed
-            ready = dist.is_available() and dist.is_initialized()
-            num_replicas = dist.get_world_size() if ready else 1
-            rank = dist.get_rank() if ready else 0
+            rank, num_replicas = _dist_info()
         self.num_replicas, self.rank = num_replicas, rank or 0
         # Group dataset positions by source.
         src = dataset.index.row_source[dataset.rows]

@@ -1,0 +1,352 @@
+"""Lightning training of the counterfactual flow-matching model (seed 000).
+
+Step-bounded by design: the cosine learning-rate schedule runs over ``max_steps`` (seed 000's
+code sized it by epochs), batches come from :class:`~whatsreal.sampling.StepBatchSampler`
+and the flow-matching noise from a generator seeded by (seed, step, rank), so a run resumed
+from a checkpoint continues exactly as an uninterrupted one would. EMA weights are kept in
+the checkpoint and are what gets saved as the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+
+from whatsreal.config import save_config
+from whatsreal.errors import ConfigError
+from whatsreal.models.counterfactual import (
+    CounterfactualModel,
+    build_counterfactual_model,
+    robust_scale,
+)
+from whatsreal.sampling import (
+    SplitSpec,
+    StepBatchSampler,
+    StepIndexedViews,
+    ViewDataset,
+    collate_views,
+)
+from whatsreal.store import ObservationStore
+from whatsreal.train.contrastive import resolve_precision
+
+log = logging.getLogger(__name__)
+
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+@dataclass
+class CounterfactualTrainConfig:
+    """Everything a counterfactual run needs besides the store; saved as YAML with the run.
+
+    Defaults are seed 000's (AdamW 1e-4, batch 64, 75,000 steps, validation every 1,000
+    steps, up to 5 instrument views, 95/5 split) except the preset, which is ``cpu``.
+    """
+
+    preset: str = "cpu"
+    modality: str = "auto"  # image for (C, H, W) stores, series for (C, T)
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    batch_size: int = 64
+    max_steps: int = 75_000
+    max_minutes: float | None = None
+    val_every: int = 1_000
+    val_batches: int = 8
+    n_physics: int = 1
+    n_instrument: int = 5
+    instrument_views: str = "auto"
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    val: float = 0.05
+    test: float = 0.05  # held out for evaluation (seed 000 used 95/5 train/val only)
+    split_seed: int = 0
+    seed: int = 0
+    num_workers: int = 0
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    precision: str = "auto"
+    channels_last: bool = True
+    fused_optimizer: bool = True
+    compile: bool = False
+    ckpt_every: int = 1_000
+    snapshot_minutes: float | None = None
+    progress: bool = True
+
+    @property
+    def splits(self) -> SplitSpec:
+        return SplitSpec(self.val, self.test, self.split_seed)
+
+
+def cosine_lambda(step: int, max_steps: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up then cosine decay to ``min_ratio`` at ``max_steps`` (a LR multiplier)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, max_steps - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """A generator whose state depends only on (seed, step, rank): resumable noise."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
+    return gen
+
+
+class CounterfactualTask(L.LightningModule):
+    """AdamW + cosine-over-steps on the model's loss; EMA of the weights for evaluation."""
+
+    def __init__(self, model: CounterfactualModel, cfg: CounterfactualTrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.ema = AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
+        )
+        self.ema.requires_grad_(False)
+        self._forward = torch.compile(model.loss) if cfg.compile else model.loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        gen = step_generator(self.cfg.seed, self.global_step, self.global_rank, self.device)
+        losses = self._forward(self._prepare(batch), gen)
+        bs = batch["anchor"].shape[0]
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, batch_size=bs, prog_bar=name == "total")
+        return losses["total"]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.ema.update_parameters(self.model)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        gen = step_generator(self.cfg.seed + 1, batch_idx, self.global_rank, self.device)
+        model: CounterfactualModel = self.ema.module  # type: ignore[assignment]
+        losses = model.loss(self._prepare(batch), gen)
+        bs = batch["anchor"].shape[0]
+        for name, value in losses.items():
+            self.log(f"val/{name}", value, batch_size=bs, sync_dist=True, prog_bar=name == "total")
+
+    def _prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.cfg.channels_last and self.model.modality == "image":
+            batch = dict(batch)
+            for key in ("anchor",):
+                batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def configure_optimizers(self) -> Any:
+        fused = self.cfg.fused_optimizer and _fused_ok()
+        opt = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=self.cfg.lr,
+            weight_decay=self.cfg.weight_decay,
+            **({"fused": True} if fused else {}),
+        )
+        cfg = self.cfg
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: cosine_lambda(s, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _fused_ok() -> bool:
+    try:
+        torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], fused=True)
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
+class CounterfactualData(L.LightningDataModule):
+    """Step-indexed training batches and a fixed validation subset from one store."""
+
+    def __init__(self, store: ObservationStore, cfg: CounterfactualTrainConfig) -> None:
+        super().__init__()
+        self.store, self.cfg = store, cfg
+
+    def _views(self, split: str) -> ViewDataset:
+        c = self.cfg
+        return ViewDataset(
+            self.store,
+            split,
+            n_physics=c.n_physics,
+            n_instrument=c.n_instrument,
+            instrument_views=c.instrument_views,
+            splits=c.splits,
+            seed=c.seed,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        views = self._views("train")
+        start = self.trainer.global_step if self.trainer is not None else 0
+        sampler = StepBatchSampler(len(views), self.cfg.batch_size, self.cfg.seed, start)
+        return DataLoader(
+            StepIndexedViews(views),
+            batch_sampler=sampler,
+            collate_fn=collate_views,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        views = self._views("val")
+        n = min(len(views), self.cfg.val_batches * self.cfg.batch_size)
+        # A fixed subset, spread over the split, in a fixed order.
+        subset = np.linspace(0, len(views) - 1, n).astype(int) if n else np.zeros(0, int)
+        return DataLoader(
+            torch.utils.data.Subset(views, subset.tolist()),
+            batch_size=self.cfg.batch_size,
+            collate_fn=collate_views,
+            num_workers=self.cfg.num_workers,
+        )
+
+
+class SnapshotCallback(L.Callback):
+    """Save the EMA model every ``minutes`` of training wall time (time-to-quality curves)."""
+
+    def __init__(self, directory: Path, minutes: float) -> None:
+        self.directory, self.seconds = directory, minutes * 60
+        self.t0 = 0.0
+        self.next = self.seconds
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.t0 = time.monotonic()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        elapsed = time.monotonic() - self.t0
+        if elapsed >= self.next and trainer.is_global_zero:
+            name = f"step{trainer.global_step:07d}_{elapsed / 60:06.2f}min"
+            pl_module.ema.module.save_pretrained(self.directory / name)
+            self.next += self.seconds
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if trainer.is_global_zero:
+            elapsed = time.monotonic() - self.t0
+            name = f"step{trainer.global_step:07d}_{elapsed / 60:06.2f}min"
+            pl_module.ema.module.save_pretrained(self.directory / name)
+
+
+def default_scale(store: ObservationStore, modality: str, rows: int = 2_000) -> list[float]:
+    """Per-channel softening from up to ``rows`` evenly spaced observations of the store."""
+    idx = np.linspace(0, store.n_obs - 1, min(rows, store.n_obs)).astype(np.int64)
+    arrays = ("flux", "ivar") if "ivar" in store.arrays else ("flux",)
+    data = store.read(np.unique(idx), arrays)
+    return robust_scale(data["flux"], data.get("ivar"))
+
+
+def build_for_store(
+    store: ObservationStore, cfg: CounterfactualTrainConfig
+) -> CounterfactualModel:
+    """Build the model the config asks for, sized to the store's arrays."""
+    shape = store.shape
+    modality = cfg.modality
+    if modality == "auto":
+        modality = "image" if len(shape) == 3 else "series"
+    if modality == "image" and (len(shape) != 3 or shape[1] != shape[2]):
+        raise ConfigError(f"modality 'image' needs square (C, H, W) arrays; store has {shape}")
+    if modality == "series" and len(shape) != 2:
+        raise ConfigError(f"modality 'series' needs (C, T) arrays; store has {shape}")
+    overrides = dict(cfg.model_overrides)
+    if "stretch" not in overrides and modality == "series":
+        overrides["stretch"] = "linear"
+    if overrides.get("scale", "auto") == "auto":
+        overrides["scale"] = default_scale(store, modality)
+    return build_counterfactual_model(cfg.preset, modality, shape[0], shape[-1], **overrides)
+
+
+def fit_counterfactual(
+    store: ObservationStore | str | Path,
+    out_dir: str | Path,
+    cfg: CounterfactualTrainConfig | None = None,
+    callbacks: list[L.Callback] | None = None,
+    resume: bool | str | Path = True,
+) -> CounterfactualModel:
+    """Train on a store; write config, checkpoints, a CSV log and the EMA model.
+
+    ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt`` if present; pass a
+    path to resume from a given checkpoint, or False to start afresh. Returns the EMA
+    model in eval mode, also saved with ``save_pretrained`` to ``out_dir/model``.
+    """
+    cfg = cfg or CounterfactualTrainConfig()
+    store = store if isinstance(store, ObservationStore) else ObservationStore(store)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_for_store(store, cfg)
+    save_config(
+        {"model": "counterfactual", "store": str(store.path), "train": asdict(cfg),
+         "resolved_model": model.config},
+        out / "config.yaml",
+    )
+    if cfg.channels_last and model.modality == "image":
+        model = model.to(memory_format=torch.channels_last)
+    task = CounterfactualTask(model, cfg)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        every_n_train_steps=cfg.ckpt_every,
+        save_last=True,
+    )
+    cbs: list[L.Callback] = [ckpt, L.pytorch.callbacks.LearningRateMonitor("step")]
+    if cfg.snapshot_minutes:
+        cbs.append(SnapshotCallback(out / "snapshots", cfg.snapshot_minutes))
+    cbs += callbacks or []
+    unused = model.fm_weight <= 0  # the decoder is idle in a contrastive-only run
+    strategy = "ddp_find_unused_parameters_true" if unused else "auto"
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_steps=cfg.max_steps,
+        max_epochs=-1,
+        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+        val_check_interval=cfg.val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=strategy if _multi_device(cfg) else "auto",
+        precision=resolve_precision(cfg.precision),
+        gradient_clip_val=cfg.grad_clip or None,
+        callbacks=cbs,
+        logger=L.pytorch.loggers.CSVLogger(out, name="logs", version=""),
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # StepBatchSampler shards by rank itself
+        log_every_n_steps=10,
+    )
+    ckpt_path = _resume_path(out, resume)
+    trainer.fit(task, datamodule=CounterfactualData(store, cfg), ckpt_path=ckpt_path)
+    ema: CounterfactualModel = task.ema.module.cpu().eval()  # type: ignore[assignment]
+    ema = ema.to(memory_format=torch.contiguous_format)
+    if trainer.is_global_zero:
+        ema.save_pretrained(out / "model")
+    return ema
+
+
+def _multi_device(cfg: CounterfactualTrainConfig) -> bool:
+    if cfg.num_nodes > 1 or cfg.devices not in (1, "1", "auto"):
+        return True
+    return cfg.devices == "auto" and torch.cuda.device_count() > 1
+
+
+def _resume_path(out: Path, resume: bool | str | Path) -> str | None:
+    if resume is False:
+        return None
+    if resume is True:
+        last = out / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
+    return str(path)
