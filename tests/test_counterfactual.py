@@ -294,7 +294,7 @@ def test_resumed_run_gives_the_same_next_losses(paired_store, tmp_path, one_thre
     a = whatsreal.load(tmp_path / "a" / "model")
     b = whatsreal.load(tmp_path / "b" / "model")
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
-        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -42,8 +42,13 @@ class CounterfactualResult:
 
 
 def _context_rows(
-    store: ObservationStore, target: int, sources: np.ndarray, rows_by_source: dict,
-    k: int, radius_arcsec: float, seed: int,
+    store: ObservationStore,
+    target: int,
+    sources: np.ndarray,
+    rows_by_source: dict,
+    k: int,
+    radius_arcsec: float,
+    seed: int,
 ) -> np.ndarray:
     """(N, k) rows of the target instrument near each source (other sources only)."""
     pool = np.flatnonzero(store.instrument == target)

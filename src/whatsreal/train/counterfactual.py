@@ -20,7 +20,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from whatsreal.config import save_config
@@ -100,6 +100,24 @@ def cosine_lambda(step: int, max_steps: int, warmup: int, min_ratio: float) -> f
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def ema_update(decay: float):
+    """EMA whose decay ramps up as min(decay, (1 + n) / (10 + n)) over the n updates so far,
+    so that short CPU runs are not dominated by their random initial weights."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: Any) -> None:
+        n = float(n)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        floats = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - d)
+        for a, c in zip(averaged, current, strict=True):
+            if not a.is_floating_point():  # integer buffers (BatchNorm counters): copy
+                a.copy_(c)
+
+    return update
+
+
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
     """A generator whose state depends only on (seed, step, rank): resumable noise."""
     gen = torch.Generator(device=device)
@@ -114,9 +132,7 @@ class CounterfactualTask(L.LightningModule):
         super().__init__()
         self.model = model
         self.cfg = cfg
-        self.ema = AveragedModel(
-            model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
-        )
+        self.ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
         self._forward = torch.compile(model.loss) if cfg.compile else model.loss
 
@@ -128,7 +144,10 @@ class CounterfactualTask(L.LightningModule):
             self.log(f"train/{name}", value, batch_size=bs, prog_bar=name == "total")
         return losses["total"]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # EMA right after each optimiser step: before any checkpoint of that step is written
+        # (callbacks' on_train_batch_end runs first), so resumed runs continue exactly.
+        super().optimizer_step(*args, **kwargs)
         self.ema.update_parameters(self.model)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -246,9 +265,7 @@ def default_scale(store: ObservationStore, modality: str, rows: int = 2_000) -> 
     return robust_scale(data["flux"], data.get("ivar"))
 
 
-def build_for_store(
-    store: ObservationStore, cfg: CounterfactualTrainConfig
-) -> CounterfactualModel:
+def build_for_store(store: ObservationStore, cfg: CounterfactualTrainConfig) -> CounterfactualModel:
     """Build the model the config asks for, sized to the store's arrays."""
     shape = store.shape
     modality = cfg.modality
@@ -286,8 +303,12 @@ def fit_counterfactual(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_for_store(store, cfg)
     save_config(
-        {"model": "counterfactual", "store": str(store.path), "train": asdict(cfg),
-         "resolved_model": model.config},
+        {
+            "model": "counterfactual",
+            "store": str(store.path),
+            "train": asdict(cfg),
+            "resolved_model": model.config,
+        },
         out / "config.yaml",
     )
     if cfg.channels_last and model.modality == "image":

@@ -1,0 +1,314 @@
+"""Counterfactual, hybrid and contrastive training of the ``cpu`` preset on simulated
+HSC x Legacy galaxies, each within the same wall-clock budget on this machine, then:
+cross-survey retrieval in physics space (and against training time), probe R² of every
+truth parameter from each latent with the leakage, posterior-mean MSE over the noise
+floor, pixel z-scores, and the classical PSF-matched pixel-matching anchor.
+
+    python benchmarks/galaxies.py                      # 15 min per variant
+    python benchmarks/galaxies.py --minutes 20 --variants hybrid
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from whatsreal.evaluate.galaxies import (
+    INSTRUMENT_PARAMS,
+    PHYSICS_PARAMS,
+    counterfactual_quality,
+    embed_pairs,
+    paired_rows,
+    probe_r2,
+    psf_matched_retrieval,
+    retrieval,
+    split_sources,
+    truth_table,
+)
+from whatsreal.models.base import load_pretrained
+from whatsreal.sampling import ViewDataset, collate_views
+from whatsreal.store import ObservationStore
+from whatsreal.train.counterfactual import (
+    CounterfactualTrainConfig,
+    build_for_store,
+    fit_counterfactual,
+)
+from whatsreal.utils import atomic_write_json
+
+HERE = Path(__file__).parent
+DATA = HERE / "_data"
+
+VARIANTS = {
+    "counterfactual": {"hybrid_weight": 0.0},
+    "hybrid": {"hybrid_weight": 1.0},
+    "contrastive": {"hybrid_weight": 1.0, "fm_weight": 0.0},
+}
+
+
+def ensure_store(path: Path, n: int) -> ObservationStore:
+    """Simulate and pair the HSC x Legacy store if it is not there yet."""
+    if not (path / "observations.h5").is_file():
+        from whatsreal.pairing import build_pairing
+        from whatsreal.simulate.galaxies import simulate_galaxies
+
+        simulate_galaxies(path, n=n, surveys=("hsc", "legacy"), seed=1)
+        build_pairing(ObservationStore(path))
+    return ObservationStore(path)
+
+
+def seconds_per_step(store: ObservationStore, cfg: CounterfactualTrainConfig) -> float:
+    """Median wall time of one training step (forward, backward, AdamW) on real batches."""
+    torch.manual_seed(0)
+    model = build_for_store(store, cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    views = ViewDataset(store, "train", n_instrument=cfg.n_instrument, splits=cfg.splits)
+    times = []
+    for i in range(7):
+        batch = collate_views(
+            views.__getitems__(range(i * cfg.batch_size, (i + 1) * cfg.batch_size))
+        )
+        t0 = time.perf_counter()
+        loss = model.loss(batch)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[2:]))
+
+
+def evaluate_model(model, store, pairs_train, pairs_test, with_probes=True) -> dict:
+    """Retrieval (physics space) and probe R² from both latents."""
+    z = embed_pairs(model, store, pairs_test)
+    out = {"retrieval": retrieval(*z["physics"])}
+    out["retrieval_instrument_space"] = retrieval(*z["instrument"])
+    if not with_probes:
+        return out
+    zt = embed_pairs(model, store, pairs_train)
+    rows_tr = pairs_train.T.ravel()
+    rows_te = pairs_test.T.ravel()
+    y_tr, y_te = truth_table(store, rows_tr), truth_table(store, rows_te)
+    probes = {}
+    for latent in z:
+        x_tr = np.concatenate(zt[latent])
+        x_te = np.concatenate(z[latent])
+        probes[latent] = probe_r2(x_tr, y_tr, x_te, y_te)
+        # Within one survey (HSC rows only): leakage that is not just "which survey".
+        n_tr, n_te = len(pairs_train), len(pairs_test)
+        probes[f"{latent}_hsc_only"] = probe_r2(
+            zt[latent][0],
+            {k: v[:n_tr] for k, v in y_tr.items()},
+            z[latent][0],
+            {k: v[:n_te] for k, v in y_te.items()},
+        )
+    out["probe_r2"] = probes
+    phys = probes["physics"]
+    out["leakage_instrument_into_physics"] = {k: phys[k] for k in INSTRUMENT_PARAMS if k in phys}
+    out["leakage_instrument_into_physics_hsc_only"] = {
+        k: probes["physics_hsc_only"][k] for k in INSTRUMENT_PARAMS if k in phys
+    }
+    out["leakage_physics_into_instrument"] = {
+        k: probes["instrument"][k] for k in PHYSICS_PARAMS if k in probes["instrument"]
+    }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--store", default=str(DATA / "galaxies_hsc_legacy.store"))
+    ap.add_argument("--n", type=int, default=20_000, help="sources if the store is simulated")
+    ap.add_argument("--minutes", type=float, default=15.0, help="training budget per variant")
+    ap.add_argument("--variants", default="counterfactual,hybrid,contrastive")
+    ap.add_argument("--out", default=str(DATA / "galaxies_runs"))
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--cf-sources", type=int, default=64, help="test sources per direction")
+    ap.add_argument("--name", default="galaxies", help="results/<name>.json")
+    ap.add_argument("--skip-train", action="store_true", help="evaluate existing runs")
+    args = ap.parse_args()
+
+    store = ensure_store(Path(args.store), args.n)
+    base = CounterfactualTrainConfig(
+        preset="cpu",
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=50,
+        min_lr_ratio=0.05,
+        val_every=250,
+        val_batches=4,
+        ckpt_every=250,
+        progress=False,
+        snapshot_minutes=args.minutes / 6,
+    )
+    parts = split_sources(store, base.splits)
+    rng = np.random.default_rng(0)
+    pairs_test = paired_rows(store, parts["test"], "hsc", "legacy")[:1000]
+    train_src = rng.choice(parts["train"], size=min(2000, parts["train"].size), replace=False)
+    pairs_train = paired_rows(store, np.sort(train_src), "hsc", "legacy")
+    grid_scale = float(np.asarray(store.truth_instrument["grid_scale"]).mean())
+    print(f"store {store.path}: {len(pairs_test)} test pairs, {len(pairs_train)} probe pairs")
+
+    results: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "store": str(store.path),
+        "n_test_pairs": len(pairs_test),
+        "minutes_per_variant": args.minutes,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "chance_top1": 1 / len(pairs_test),
+        "chance_recall@10": 10 / len(pairs_test),
+    }
+    t0 = time.perf_counter()
+    results["classical_psf_matched"] = psf_matched_retrieval(store, pairs_test, grid_scale)
+    results["classical_seconds"] = round(time.perf_counter() - t0, 1)
+    print("classical PSF-matched χ² matching:", results["classical_psf_matched"]["top1"])
+
+    torch.manual_seed(0)
+    rand_model = build_for_store(store, base).eval()
+    results["random_encoder"] = evaluate_model(rand_model, store, pairs_train, pairs_test)
+    print("random encoder top1:", results["random_encoder"]["retrieval"]["top1"])
+
+    results["variants"] = {}
+    for name in [v for v in args.variants.split(",") if v]:
+        cfg = replace(base, model_overrides=dict(VARIANTS[name]))
+        out = Path(args.out) / name
+        r: dict = {"model_overrides": VARIANTS[name]}
+        if not args.skip_train:
+            step_s = seconds_per_step(store, cfg)
+            max_steps = int(args.minutes * 60 * 0.95 / step_s)
+            cfg = replace(cfg, max_steps=max_steps, max_minutes=args.minutes)
+            r.update({"seconds_per_step_probe": step_s, "max_steps": max_steps})
+            print(f"[{name}] {step_s:.2f} s/step -> {max_steps} steps in {args.minutes} min")
+            if out.exists():
+                import shutil
+
+                shutil.rmtree(out)
+            t0 = time.perf_counter()
+            fit_counterfactual(store, out, cfg, resume=False)
+            r["train_seconds"] = round(time.perf_counter() - t0, 1)
+        model = load_pretrained(out / "model")
+        r.update(evaluate_model(model, store, pairs_train, pairs_test))
+        print(
+            f"[{name}] top1 {r['retrieval']['top1']:.3f} "
+            f"recall@10 {r['retrieval']['recall@10']:.3f}"
+        )
+        curve = []
+        for snap in sorted((out / "snapshots").glob("step*")):
+            step, minutes = snap.name[4:].split("_")
+            m = load_pretrained(snap)
+            ret = evaluate_model(m, store, pairs_train, pairs_test, with_probes=False)
+            curve.append(
+                {
+                    "minutes": float(minutes[:-3]),
+                    "step": int(step),
+                    "top1": ret["retrieval"]["top1"],
+                    "recall@10": ret["retrieval"]["recall@10"],
+                }
+            )
+        r["time_to_quality"] = curve
+        if model.fm_weight > 0:
+            test_src = store.source_id[pairs_test[: args.cf_sources, 0]]
+            r["counterfactual"] = {
+                to: counterfactual_quality(model, store, test_src, to, n_samples=8, nfe=20)
+                for to in ("hsc", "legacy")
+            }
+            for to, q in r["counterfactual"].items():
+                print(
+                    f"[{name}] -> {to}: posterior-mean MSE / floor "
+                    f"{q['mse_mean_over_floor']:.2f}, z {q['z_mean']:.2f} ± {q['z_std']:.2f}"
+                )
+        results["variants"][name] = r
+        atomic_write_json(HERE / "results" / f"{args.name}.json", _goals(results))
+    results = _goals(results)
+    atomic_write_json(HERE / "results" / f"{args.name}.json", results)
+    _figure(results, HERE / "results" / f"{args.name}.png")
+    print(json.dumps(results["goals"], indent=2))
+
+
+def _goals(results: dict) -> dict:
+    """Issue 5's goals for the best of counterfactual / hybrid."""
+    goals = {}
+    for name in ("counterfactual", "hybrid"):
+        r = results.get("variants", {}).get(name)
+        if not r:
+            continue
+        leak = max(r["leakage_instrument_into_physics"].values())
+        cf = r.get("counterfactual", {})
+        mse = max((q["mse_mean_over_floor"] for q in cf.values()), default=float("nan"))
+        goals[name] = {
+            "top1": {
+                "value": r["retrieval"]["top1"],
+                "goal": ">= 0.8",
+                "met": r["retrieval"]["top1"] >= 0.8,
+            },
+            "recall@10": {
+                "value": r["retrieval"]["recall@10"],
+                "goal": ">= 0.95",
+                "met": r["retrieval"]["recall@10"] >= 0.95,
+            },
+            "max_leakage_instrument_into_physics": {
+                "value": leak,
+                "goal": "<= 0.1",
+                "met": leak <= 0.1,
+            },
+            "worst_posterior_mean_mse_over_floor": {
+                "value": mse,
+                "goal": "<= 1.3",
+                "met": bool(mse <= 1.3),
+            },
+        }
+    results["goals"] = goals
+    return results
+
+
+def _figure(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax = axes[0]
+    for name, r in results["variants"].items():
+        c = r.get("time_to_quality") or []
+        if c:
+            ax.plot([p["minutes"] for p in c], [p["top1"] for p in c], "o-", label=name)
+    ax.axhline(results["classical_psf_matched"]["top1"], color="k", ls="--", label="PSF-matched χ²")
+    ax.axhline(
+        results["random_encoder"]["retrieval"]["top1"], color="grey", ls=":", label="random encoder"
+    )
+    ax.set(
+        xlabel="training minutes (2 CPU cores)",
+        ylabel="cross-survey top-1",
+        title="retrieval against training time",
+    )
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for name, r in results["variants"].items():
+        for to, q in r.get("counterfactual", {}).items():
+            e = np.array(q["z_edges"])
+            ax.step(0.5 * (e[1:] + e[:-1]), q["z_hist"], where="mid", label=f"{name} → {to}")
+    x = np.linspace(-5, 5, 200)
+    ax.plot(x, np.exp(-(x**2) / 2) / np.sqrt(2 * np.pi), "k--", label="N(0,1)")
+    ax.set(xlabel="pixel z-score", title="calibration")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
