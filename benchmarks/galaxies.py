@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -156,6 +157,7 @@ def main() -> None:
     print(f"store {store.path}: {len(pairs_test)} test pairs, {len(pairs_train)} probe pairs")
 
     results: dict = {
+        "command": " ".join(["python", "benchmarks/galaxies.py", *sys.argv[1:]]),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from whatsreal.evaluate.counterfactual import posterior_metrics
 from whatsreal.evaluate.probes import ProbeSettings, fit_probes, r2_score
 from whatsreal.infer.counterfactual import counterfactual_views
 from whatsreal.infer.embed import embed_rows
@@ -145,17 +146,6 @@ def probe_r2(
     return {n: r2_score(y_test[n], pred[i]) for i, n in enumerate(names)}
 
 
-def model_space_noise(
-    model: CounterfactualModel, clean: np.ndarray, ivar: np.ndarray
-) -> np.ndarray:
-    """Per-pixel noise variance in the model's working space (delta method around clean)."""
-    scale = model.scale.cpu().numpy()[0]
-    var_flux = 1.0 / np.where(ivar > 0, ivar, np.inf)
-    if model.stretch == "asinh":
-        return var_flux / (scale**2 + clean**2)
-    return var_flux / scale**2
-
-
 def counterfactual_quality(
     model: CounterfactualModel,
     store: ObservationStore,
@@ -165,12 +155,9 @@ def counterfactual_quality(
     solver: str = "heun",
     nfe: int = 20,
     seed: int = 0,
-) -> dict[str, float]:
-    """Posterior samples of ``to``'s view of each source vs its real (and noise-free) one.
-
-    All errors are in the model's working space; the noise floor is the mean per-pixel
-    noise variance of the real target there, so MSE / floor = 1 is a perfect posterior mean.
-    """
+) -> dict:
+    """Posterior samples of ``to``'s view of each source vs its real (and noise-free) one:
+    :func:`whatsreal.evaluate.counterfactual.posterior_metrics` on the sources ``to`` saw."""
     res = counterfactual_views(
         model,
         store,
@@ -182,33 +169,11 @@ def counterfactual_quality(
         sources=sources,
     )
     have = res.target_row >= 0
-    rows = res.target_row[have]
-    arrays = ("flux", "ivar", "clean") if "clean" in store.arrays else ("flux", "ivar")
-    tgt = store.read(rows, arrays)
-    norm = lambda x: model.normalize(torch.from_numpy(np.ascontiguousarray(x))).numpy()  # noqa: E731
-    x = norm(tgt["flux"])
-    samples = norm(res.samples[have].reshape(-1, *store.shape)).reshape(res.samples[have].shape)
-    mean, std = samples.mean(1), samples.std(1, ddof=1)
-    clean = tgt.get("clean", tgt["flux"])
-    floor = model_space_noise(model, clean, tgt["ivar"])
-    out = {
-        "n_sources": int(have.sum()),
-        "noise_floor": float(floor.mean()),
-        "mse_mean": float(((mean - x) ** 2).mean()),
-        "mse_samples": float(((samples - x[:, None]) ** 2).mean()),
-    }
-    out["mse_mean_over_floor"] = out["mse_mean"] / out["noise_floor"]
-    out["mse_samples_over_floor"] = out["mse_samples"] / out["noise_floor"]
-    if "clean" in tgt:
-        xc = norm(tgt["clean"])
-        out["mse_mean_vs_clean"] = float(((mean - xc) ** 2).mean())
-        out["mse_mean_vs_clean_over_floor"] = out["mse_mean_vs_clean"] / out["noise_floor"]
-    z = (x - mean) / np.maximum(std, 1e-6)
-    out["z_mean"], out["z_std"] = float(z.mean()), float(z.std())
-    hist, edges = np.histogram(np.clip(z, -5, 5), bins=40, range=(-5, 5), density=True)
-    out["z_hist"] = hist.tolist()
-    out["z_edges"] = edges.tolist()
-    return out
+    arrays = [a for a in ("flux", "clean", "ivar") if a in store.arrays]
+    tgt = store.read(res.target_row[have], arrays)
+    return posterior_metrics(
+        model, res.samples[have], tgt["flux"], tgt.get("clean"), tgt.get("ivar")
+    )
 
 
 def embed_pairs(model: torch.nn.Module, store: ObservationStore, pairs: np.ndarray) -> dict:
