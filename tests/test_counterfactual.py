@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -380,3 +381,13 @@ def test_cli_train_then_counterfactual(paired_store, tmp_path, one_thread, capsy
     assert "euclid" in capsys.readouterr().err
     assert main(["train", "--config", str(cfg), "--train.bogus", "1"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/*.yaml")))
+def test_shipped_configs_resolve(path):
+    from whatsreal.train.runs import resolve_run_config
+
+    full = resolve_run_config(path, ["train.max_steps=7"])
+    assert full["train"]["max_steps"] == 7 and full["store"] and full["out"]
+    build = CounterfactualTrainConfig(**full["train"])  # every key is a real field
+    assert build.preset in ("cpu", "paper", "tiny")

@@ -181,32 +181,10 @@ def _extra_overrides(extra: Sequence[str]) -> list[str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dataclasses import asdict, fields
+    from whatsreal.train.runs import resolve_run_config, run_from_config
 
-    from whatsreal.config import apply_overrides, load_config, merge
-
-    cfg = load_config(args.config)
-    kind = cfg.get("model", "counterfactual")
-    if kind == "counterfactual":
-        from whatsreal.train.counterfactual import CounterfactualTrainConfig as Cfg
-        from whatsreal.train.counterfactual import fit_counterfactual as fit
-    elif kind == "contrastive":
-        from whatsreal.train.contrastive import ContrastiveTrainConfig as Cfg
-        from whatsreal.train.contrastive import fit_contrastive as fit
-    else:
-        raise ConfigError(f"{args.config}: model must be 'counterfactual' or 'contrastive'")
-    full = merge({"model": kind, "store": None, "out": None, "train": asdict(Cfg())}, cfg)
-    unknown = sorted(set(full["train"]) - {f.name for f in fields(Cfg)})
-    if unknown:
-        raise ConfigError(f"{args.config}: unknown train keys {unknown}")
-    overrides = _extra_overrides(args.overrides)
-    free = [o for o in overrides if o.startswith("train.model_overrides.")]
-    full = apply_overrides(full, [o for o in overrides if o not in free])
-    full = apply_overrides(full, free, strict=False)
-    for key in ("store", "out"):
-        if not full.get(key):
-            raise ConfigError(f"{args.config}: set '{key}' (in the file or with --{key} PATH)")
-    model = fit(full["store"], full["out"], Cfg(**full["train"]))
+    full = resolve_run_config(args.config, _extra_overrides(args.overrides))
+    model = run_from_config(full)
     print(f"model saved to {Path(full['out']) / 'model'} ({type(model).__name__})")
     return 0
 
