@@ -92,3 +92,18 @@ def test_posterior_metrics_of_an_ideal_posterior():
     # An overconfident posterior (std halved) shows up as z std ≈ 2.
     tight = clean[:, None] + 0.5 * sigma * rng.normal(size=samples.shape).astype(np.float32)
     assert posterior_metrics(model, tight, flux, clean=clean)["z_std"] > 1.7
+
+
+def test_noise_floor_through_the_asinh_stretch():
+    """Monte-Carlo floor = the variance of asinh-stretched noisy pixels, even where noise
+    dominates the softening (the delta method would say sigma²/s² = 100 there)."""
+    from whatsreal.evaluate.counterfactual import noise_floor
+
+    model = build_counterfactual_model("tiny", "series", 1, 32, stretch="asinh", scale=[1.0])
+    clean = np.zeros((200, 1, 32), np.float32)
+    sigma = 10.0
+    ivar = np.full(clean.shape, 1 / sigma**2, np.float32)
+    floor = noise_floor(model, clean, clean, ivar).mean()
+    rng = np.random.default_rng(1)
+    direct = np.arcsinh(sigma * rng.normal(size=200_000)).var()
+    assert floor == pytest.approx(direct, rel=0.03) and floor < 10

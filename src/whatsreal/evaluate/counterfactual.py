@@ -2,8 +2,9 @@
 from its views only, then compare with the real anchor (DESIGN.md §6).
 
 Errors are in the model's working space. The noise floor is the mean per-pixel noise
-variance of the anchors there: from ``ivar`` (delta method around the noise-free image) when
-the store has it, else from the store's noise-free ``clean`` array as ``(flux - clean)²``.
+variance of the anchors there: from ``ivar`` (noise realisations around the noise-free image,
+through the model's stretch) when the store has it, else from the store's noise-free
+``clean`` array as ``(flux - clean)²``.
 """
 
 from __future__ import annotations
@@ -17,14 +18,30 @@ from whatsreal.store import ObservationStore
 
 
 def noise_floor(
-    model: CounterfactualModel, flux: np.ndarray, clean: np.ndarray | None, ivar: np.ndarray | None
+    model: CounterfactualModel,
+    flux: np.ndarray,
+    clean: np.ndarray | None,
+    ivar: np.ndarray | None,
+    draws: int = 16,
+    seed: int = 0,
 ) -> np.ndarray:
-    """Per-pixel noise variance in model space (see the module docstring)."""
+    """Per-pixel noise variance in model space (see the module docstring).
+
+    With ``ivar`` it is the variance over ``draws`` Gaussian noise realisations around the
+    noise-free image (or the observed one if there is none), pushed through the model's
+    stretch: the delta method overstates it where the noise dominates the asinh softening.
+    """
     if ivar is not None:
-        ref = clean if clean is not None else flux
-        scale = model.scale.cpu().numpy()[0]
-        var = 1.0 / np.where(ivar > 0, ivar, np.inf)
-        return var / (scale**2 + ref**2) if model.stretch == "asinh" else var / scale**2
+        ref = torch.from_numpy(np.ascontiguousarray(clean if clean is not None else flux))
+        sigma = torch.from_numpy(1.0 / np.sqrt(np.where(ivar > 0, ivar, np.inf)))
+        gen = torch.Generator().manual_seed(seed)
+        xs = torch.stack(
+            [
+                model.normalize(ref + sigma * torch.randn(ref.shape, generator=gen))
+                for _ in range(draws)
+            ]
+        )
+        return xs.var(dim=0, unbiased=True).numpy()
     if clean is None:
         raise ValueError("a noise floor needs an 'ivar' or a 'clean' array in the store")
     x = model.normalize(torch.from_numpy(flux)).numpy()
