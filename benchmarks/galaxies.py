@@ -187,7 +187,13 @@ def main() -> None:
         cfg = replace(base, model_overrides=dict(VARIANTS[name]))
         out = Path(args.out) / name
         r: dict = {"model_overrides": VARIANTS[name]}
-        if not args.skip_train:
+        if args.skip_train:  # keep the training figures measured when it was trained
+            previous = HERE / "results" / f"{args.name}.json"
+            if previous.is_file():
+                old = json.loads(previous.read_text()).get("variants", {}).get(name, {})
+                keys = ("seconds_per_step_probe", "max_steps", "train_seconds")
+                r.update({k: old[k] for k in keys if k in old})
+        else:
             step_s = seconds_per_step(store, cfg)
             max_steps = int(args.minutes * 60 * 0.95 / step_s)
             cfg = replace(cfg, max_steps=max_steps, max_minutes=args.minutes)

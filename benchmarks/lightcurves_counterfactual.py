@@ -3,7 +3,7 @@ light-curve track evaluates its contrastive model, on the same store and the sam
 few-shot R²(θ0) from the star latent, instrument-id accuracy from both latents, and the
 quality of regenerated held-out curves (MSE over the noise floor, z-scores).
 
-    python benchmarks/lightcurves_counterfactual.py               # 12 min per variant
+    python benchmarks/lightcurves_counterfactual.py               # 10 min per variant
     python benchmarks/lightcurves_counterfactual.py --minutes 5 --variants hybrid
 """
 
@@ -39,7 +39,7 @@ VARIANTS = {"counterfactual": {"hybrid_weight": 0.0}, "hybrid": {"hybrid_weight"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default=str(DATA / "lightcurves_run" / "lightcurves.store"))
-    ap.add_argument("--minutes", type=float, default=12.0)
+    ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--variants", default="counterfactual,hybrid")
     ap.add_argument("--out", default=str(DATA / "lightcurves_cf_runs"))
     ap.add_argument("--name", default="lightcurves_counterfactual")
