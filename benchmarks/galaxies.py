@@ -182,17 +182,17 @@ def main() -> None:
     results["random_encoder"] = evaluate_model(rand_model, store, pairs_train, pairs_test)
     print("random encoder top1:", results["random_encoder"]["retrieval"]["top1"])
 
+    previous = HERE / "results" / f"{args.name}.json"  # read before it is overwritten
+    trained = json.loads(previous.read_text()).get("variants", {}) if previous.is_file() else {}
     results["variants"] = {}
     for name in [v for v in args.variants.split(",") if v]:
         cfg = replace(base, model_overrides=dict(VARIANTS[name]))
         out = Path(args.out) / name
         r: dict = {"model_overrides": VARIANTS[name]}
         if args.skip_train:  # keep the training figures measured when it was trained
-            previous = HERE / "results" / f"{args.name}.json"
-            if previous.is_file():
-                old = json.loads(previous.read_text()).get("variants", {}).get(name, {})
-                keys = ("seconds_per_step_probe", "max_steps", "train_seconds")
-                r.update({k: old[k] for k in keys if k in old})
+            old = trained.get(name, {})
+            keys = ("seconds_per_step_probe", "max_steps", "train_seconds")
+            r.update({k: old[k] for k in keys if k in old})
         else:
             step_s = seconds_per_step(store, cfg)
             max_steps = int(args.minutes * 60 * 0.95 / step_s)
