@@ -323,14 +323,17 @@ def test_cli_train_then_counterfactual(paired_store, tmp_path, one_thread, capsy
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "max_steps: 4" in saved and "hybrid_weight: 0.5" in saved
     out = tmp_path / "cf.h5"
+    cf = [
+        "counterfactual",
+        "--model",
+        str(tmp_path / "run" / "model"),
+        "--store",
+        str(paired_store),
+    ]
     assert (
         main(
             [
-                "counterfactual",
-                "--model",
-                str(tmp_path / "run" / "model"),
-                "--store",
-                str(paired_store),
+                *cf,
                 "--to",
                 "hsc",
                 "--n-samples",
@@ -366,11 +369,7 @@ def test_cli_train_then_counterfactual(paired_store, tmp_path, one_thread, capsy
     assert (
         main(
             [
-                "counterfactual",
-                "--model",
-                str(tmp_path / "run" / "model"),
-                "--store",
-                str(paired_store),
+                *cf,
                 "--to",
                 "euclid",
                 "--quiet",
