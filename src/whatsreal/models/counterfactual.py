@@ -248,6 +248,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         fm_weight: float = 1.0,
         tau: float = 0.1,
         proj_dim: int = 32,
+        adversary_weight: float = 0.0,
+        n_instruments: int = 0,
     ) -> None:
         super().__init__()
         self.config = copy.deepcopy(constructor_args(CounterfactualModel, locals()))
@@ -270,6 +272,12 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         self.fm_weight = float(fm_weight)
         if self.fm_weight <= 0 and self.hybrid_weight <= 0:
             raise ConfigError("fm_weight and hybrid_weight are both 0: nothing to train")
+        self.adversary_weight = float(adversary_weight)
+        if self.adversary_weight > 0 and n_instruments < 2:
+            raise ConfigError(
+                f"adversary_weight > 0 needs n_instruments >= 2 (the classes the adversary "
+                f"predicts); got n_instruments={n_instruments}"
+            )
         self.register_buffer(
             "scale",
             torch.tensor(scale).view(1, in_channels, *([1] * (2 if modality == "image" else 1))),
@@ -292,6 +300,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         if hybrid_weight > 0:
             self.physics_head = _head(self.latent_dim, proj_dim)
             self.instrument_head = _head(self.latent_dim, proj_dim)
+        if self.adversary_weight > 0:
+            self.adversary = _head(self.latent_dim, n_instruments)
 
     # -- data space <-> model space ------------------------------------------------------
     def normalize(self, flux: Tensor) -> Tensor:
@@ -305,16 +315,31 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         return y * self.scale.to(x.dtype)
 
     # -- encoders --------------------------------------------------------------------------
-    def _encode_views(self, encoder: nn.Module, views: Tensor, mask: Tensor) -> Tensor:
+    def _encode_views(
+        self, encoder: nn.Module, views: Tensor, mask: Tensor, rows: Tensor | None = None
+    ) -> Tensor:
         """Encode only the real slots of views (B, V, ...) -> tokens (B, V, n_tok, D), zeros
-        in padded slots (so padding costs nothing and never touches BatchNorm statistics)."""
+        in padded slots (so padding costs nothing and never touches BatchNorm statistics).
+
+        With ``rows`` (B, V), the store rows of the views, each distinct row is encoded once
+        and its tokens shared by every slot that holds it (sky-clustered batches repeat
+        instrument views across neighbouring anchors).
+        """
         b, v = views.shape[:2]
         out = views.new_zeros(b, v, self.n_tokens, self.token_dim)
         mask = mask.bool()
-        if mask.any():
-            real = self.normalize(views[mask])
-            out = out.index_put((mask,), encoder(real).to(out.dtype))
-        return out
+        if not mask.any():
+            return out
+        real = views[mask]
+        if rows is not None:
+            uniq, inverse = torch.unique(rows.to(mask.device)[mask], return_inverse=True)
+            if uniq.numel() < inverse.numel():
+                first = torch.empty_like(uniq).scatter_(
+                    0, inverse, torch.arange(inverse.numel(), device=inverse.device)
+                )
+                tokens = encoder(self.normalize(real[first]))[inverse]
+                return out.index_put((mask,), tokens.to(out.dtype))
+        return out.index_put((mask,), encoder(self.normalize(real)).to(out.dtype))
 
     def condition(
         self,
@@ -322,14 +347,19 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         physics_mask: Tensor,
         instrument_views: Tensor,
         instrument_mask: Tensor,
+        physics_rows: Tensor | None = None,
+        instrument_rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Build the decoder's conditioning from views only (the anchor is not an argument).
 
         Returns tokens (B, 1 + (Vp + Vi) * n_tok, D), their mask (True = attend) and the
-        per-view tokens, reused by the hybrid terms.
+        per-view tokens, reused by the hybrid terms. Optional ``*_rows`` (store rows of the
+        views) let repeated views be encoded once.
         """
-        tp = self._encode_views(self.physics_encoder, physics_views, physics_mask)
-        ti = self._encode_views(self.instrument_encoder, instrument_views, instrument_mask)
+        tp = self._encode_views(self.physics_encoder, physics_views, physics_mask, physics_rows)
+        ti = self._encode_views(
+            self.instrument_encoder, instrument_views, instrument_mask, instrument_rows
+        )
         if self.type_embedding is not None:
             tp = tp + self.type_embedding[0]
             ti = ti + self.type_embedding[1]
@@ -366,24 +396,45 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
         """Velocity MSE (seed 000 eq. 2), averaged over ``n_draws`` (t, x_0) draws per
-        conditioning set; plus the hybrid InfoNCE terms when ``hybrid_weight`` > 0."""
+        conditioning set; plus the hybrid InfoNCE terms when ``hybrid_weight`` > 0 and the
+        instrument adversary on the physics latent when ``adversary_weight`` > 0."""
         cond, cmask, per_view = self.condition(
             batch["physics"],
             batch["physics_mask"],
             batch["instrument_views"],
             batch["instrument_mask"],
+            batch.get("physics_rows"),
+            batch.get("instrument_rows"),
         )
         out: dict[str, Tensor] = {}
         total = cond.new_zeros((), dtype=torch.float32)
         if self.fm_weight > 0:
             out["fm"] = self._flow_matching(batch["anchor"], cond, cmask, generator)
             total = total + self.fm_weight * out["fm"]
+        anchor_phys = None
         if self.hybrid_weight > 0:
-            phys, inst = self._hybrid_terms(batch, per_view)
+            phys, inst, anchor_phys = self._hybrid_terms(batch, per_view)
             out["phys"], out["inst"] = phys, inst
             total = total + self.hybrid_weight * (phys + inst)
+        if self.adversary_weight > 0:
+            out["adv"] = self._adversary(batch, per_view, anchor_phys)
+            total = total + self.adversary_weight * out["adv"]
         out["total"] = total
         return out
+
+    def _adversary(
+        self, batch: dict[str, Tensor], per_view: dict[str, Tensor], anchor_phys: Tensor | None
+    ) -> Tensor:
+        """Instrument classifier on physics latents behind a gradient reversal (DANN): the
+        head learns to name the instrument, the physics encoder learns to make it fail."""
+        mask = batch["physics_mask"].bool()
+        z = [per_view["physics"][mask].flatten(1)]
+        labels = [batch["physics_instrument"][mask]]
+        if anchor_phys is not None:
+            z.append(anchor_phys)
+            labels.append(batch["instrument"])
+        logits = self.adversary(_reverse_gradient(torch.cat(z).float()))
+        return F.cross_entropy(logits, torch.cat(labels).long())
 
     def _flow_matching(
         self, anchor: Tensor, cond: Tensor, cmask: Tensor, generator: torch.Generator | None
@@ -403,12 +454,14 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
 
     def _hybrid_terms(
         self, batch: dict[str, Tensor], per_view: dict[str, Tensor]
-    ) -> tuple[Tensor, Tensor]:
-        """InfoNCE on (anchor, physics views) by source and (anchor, instrument views) by item."""
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """InfoNCE on (anchor, physics views) by source and (anchor, instrument views) by item.
+        Also returns the anchors' physics latents (reused by the adversary)."""
         anchor = self.normalize(batch["anchor"])
         b = anchor.shape[0]
         items = torch.arange(b, device=anchor.device)
         terms = []
+        anchor_phys = None
         for enc, head, key, mask in (
             (self.physics_encoder, self.physics_head, "physics", batch["physics_mask"]),
             (self.instrument_encoder, self.instrument_head, "instrument", batch["instrument_mask"]),
@@ -418,13 +471,15 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                 terms.append(anchor.new_zeros(()))
                 continue
             za = enc(anchor).flatten(1)
+            if key == "physics":
+                anchor_phys = za
             zv = per_view[key][mask].flatten(1)
             if self.type_embedding is not None:  # compare raw encoder outputs
                 zv = zv - self.type_embedding[0 if key == "physics" else 1].repeat(self.n_tokens)
             owner = items[:, None].expand_as(mask)[mask]
             z = head(torch.cat([za, zv]).float())
             terms.append(multi_positive_info_nce(z, torch.cat([items, owner]), self.tau))
-        return terms[0], terms[1]
+        return terms[0], terms[1], anchor_phys
 
     # -- sampling --------------------------------------------------------------------------
     @torch.inference_mode()
@@ -469,6 +524,21 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         cmask = cmask.repeat_interleave(n_samples, dim=0)
         x1, _ = integrate(lambda x, t: self.velocity(x, t, cond, cmask), x0, solver, nfe)
         return self.denormalize(x1).view(b, n_samples, *shape)
+
+
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return -grad
+
+
+def _reverse_gradient(x: Tensor) -> Tensor:
+    """Identity forward, negated gradient backward."""
+    return _GradientReversal.apply(x)
 
 
 def _head(dim: int, out: int) -> nn.Sequential:

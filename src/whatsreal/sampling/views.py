@@ -152,6 +152,19 @@ class ViewDataset(Dataset):
     def __len__(self) -> int:
         return int(self.anchor_sources.size)
 
+    def sky_order(self) -> np.ndarray:
+        """Items sorted along a Z-order (Morton) curve over the sky, so that a run of
+        consecutive items is a compact patch whose anchors share sky neighbours."""
+        if not self.store.has_positions:
+            raise StoreValidationError(
+                f"{self.store.path} has no ra/dec columns: sky-clustered batches need "
+                "positions; use batching='random'"
+            )
+        first_rows = self.index.rows[self.index.ptr[self.anchor_sources]]
+        ra = np.asarray(self.store.table["ra"], dtype=np.float64)[first_rows]
+        dec = np.asarray(self.store.table["dec"], dtype=np.float64)[first_rows]
+        return np.argsort(morton_code(ra, dec), kind="stable")
+
     # -- drawing view indices (no I/O) ------------------------------------------------
     def draw(self, i: int, epoch: int | None = None) -> dict[str, np.ndarray | int]:
         """Choose the store rows of item ``i``: anchor, physics and instrument views.
@@ -264,6 +277,25 @@ class StepIndexedViews(Dataset):
         return self.__getitems__([k])[0]
 
 
+def morton_code(ra: np.ndarray, dec: np.ndarray, bits: int = 16) -> np.ndarray:
+    """Z-order index of sky positions (degrees) on a 2^bits grid of the bounding box in
+    (ra cos(dec), dec): nearby codes are nearby on the sky (up to the curve's jumps)."""
+    dec_mid = np.deg2rad(np.median(dec)) if dec.size else 0.0
+    # unwrap RA around the median so a field straddling RA = 0 stays contiguous
+    ra_c = (ra - np.median(ra) + 180.0) % 360.0 - 180.0
+    coords = [ra_c * np.cos(dec_mid), dec]
+    cells = []
+    for c in coords:
+        lo, hi = (c.min(), c.max()) if c.size else (0.0, 1.0)
+        span = hi - lo if hi > lo else 1.0
+        cells.append(np.minimum(((c - lo) / span * (1 << bits)).astype(np.int64), (1 << bits) - 1))
+    code = np.zeros(ra.shape, dtype=np.int64)
+    for b in range(bits):
+        code |= ((cells[0] >> b) & 1) << (2 * b)
+        code |= ((cells[1] >> b) & 1) << (2 * b + 1)
+    return code
+
+
 class StepBatchSampler(Sampler[list[int]]):
     """Endless batches where the batch of global step ``g`` is a fixed function of
     (seed, g): a run resumed at step g sees exactly the batches an uninterrupted run would.
@@ -271,6 +303,10 @@ class StepBatchSampler(Sampler[list[int]]):
     Each epoch is a seeded permutation of ``n_items``, cut into global batches of
     ``batch_size * world_size`` (the tail is dropped); rank r takes the r-th slice.
     Indices are ``epoch * n_items + item`` (see :class:`StepIndexedViews`).
+
+    With ``order`` (a permutation of the items, e.g. :meth:`ViewDataset.sky_order`), global
+    batches are instead runs of consecutive items of ``order``, rotated by a seeded offset
+    each epoch and visited in a seeded random order: sky-clustered batches.
     """
 
     def __init__(
@@ -281,6 +317,7 @@ class StepBatchSampler(Sampler[list[int]]):
         start_step: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        order: np.ndarray | None = None,
     ) -> None:
         rank_, world_ = _dist_info()
         self.rank = rank_ if rank is None else int(rank)
@@ -294,12 +331,26 @@ class StepBatchSampler(Sampler[list[int]]):
                 f"{self.batch_size} x {self.world_size} ranks; lower the batch size"
             )
         self._perm_epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+        self.order = None if order is None else np.asarray(order, dtype=np.int64)
+        if self.order is not None and not np.array_equal(
+            np.sort(self.order), np.arange(self.n_items)
+        ):
+            raise ValueError(f"order must be a permutation of the {self.n_items} items")
+
+    def _epoch_perm(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, epoch))
+        if self.order is None:
+            return rng.permutation(self.n_items)
+        gb = self.batch_size * self.world_size
+        rolled = np.roll(self.order, -int(rng.integers(self.n_items)))
+        runs = rolled[: self.steps_per_epoch * gb].reshape(self.steps_per_epoch, gb)
+        return runs[rng.permutation(self.steps_per_epoch)].ravel()
 
     def batch(self, step: int) -> list[int]:
         """Indices of this rank's share of global step ``step``."""
         epoch, j = divmod(int(step), self.steps_per_epoch)
         if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng((self.seed, epoch)).permutation(self.n_items)
+            self._perm = self._epoch_perm(epoch)
             self._perm_epoch = epoch
         gb = self.batch_size * self.world_size
         chunk = self._perm[j * gb : (j + 1) * gb]

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from whatsreal.config import save_config
 from whatsreal.errors import ConfigError
+from whatsreal.models.base import load_pretrained
 from whatsreal.models.counterfactual import (
     CounterfactualModel,
     build_counterfactual_model,
@@ -68,6 +69,8 @@ class CounterfactualTrainConfig:
     n_physics: int = 1
     n_instrument: int = 5
     instrument_views: str = "auto"
+    batching: str = "random"  # "sky": batches of sky neighbours that share instrument views
+    init_from: str | None = None  # a saved model whose encoders (and heads) start this run
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     val: float = 0.05
@@ -210,7 +213,12 @@ class CounterfactualData(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         views = self._views("train")
         start = self.trainer.global_step if self.trainer is not None else 0
-        sampler = StepBatchSampler(len(views), self.cfg.batch_size, self.cfg.seed, start)
+        if self.cfg.batching not in ("random", "sky"):
+            raise ConfigError(f"batching must be 'random' or 'sky'; got {self.cfg.batching!r}")
+        order = views.sky_order() if self.cfg.batching == "sky" else None
+        sampler = StepBatchSampler(
+            len(views), self.cfg.batch_size, self.cfg.seed, start, order=order
+        )
         return DataLoader(
             StepIndexedViews(views),
             batch_sampler=sampler,
@@ -280,7 +288,46 @@ def build_for_store(store: ObservationStore, cfg: CounterfactualTrainConfig) -> 
         overrides["stretch"] = "linear"
     if overrides.get("scale", "auto") == "auto":
         overrides["scale"] = default_scale(store, modality)
-    return build_counterfactual_model(cfg.preset, modality, shape[0], shape[-1], **overrides)
+    if overrides.get("adversary_weight", 0) > 0:
+        overrides.setdefault("n_instruments", len(store.instruments))
+    model = build_counterfactual_model(cfg.preset, modality, shape[0], shape[-1], **overrides)
+    if cfg.init_from:
+        warm_start(model, cfg.init_from)
+    return model
+
+
+WARM_START_PREFIXES = (
+    "physics_encoder.",
+    "instrument_encoder.",
+    "physics_head.",
+    "instrument_head.",
+)
+
+
+def warm_start(model: CounterfactualModel, path: str | Path) -> list[str]:
+    """Copy the encoders (and contrastive heads, when both models have them) of a saved
+    model into ``model``: e.g. a contrastive-only run as the start of a hybrid one.
+    Returns the names of the tensors copied."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"init_from={str(path)!r} is not a saved model directory (no config); point it "
+            "at a run's model/ folder"
+        )
+    source = load_pretrained(path)
+    theirs = {k: v for k, v in source.state_dict().items() if k.startswith(WARM_START_PREFIXES)}
+    mine = model.state_dict()
+    bad = [k for k, v in theirs.items() if k in mine and mine[k].shape != v.shape]
+    if bad:
+        raise ConfigError(
+            f"init_from={str(path)!r} does not fit this model: shapes differ for {bad[:3]}; "
+            "use the same preset and token_dim"
+        )
+    copied = {k: v for k, v in theirs.items() if k in mine}
+    if not any(k.startswith("physics_encoder.") for k in copied):
+        raise ConfigError(f"init_from={str(path)!r} has no physics encoder to copy")
+    model.load_state_dict(copied, strict=False)
+    return sorted(copied)
 
 
 def fit_counterfactual(
