@@ -49,6 +49,7 @@ from whatsreal.utils import atomic_write_json
 HERE = Path(__file__).parent
 DATA = HERE / "_data"
 
+FAST = {"lr": 1e-3, "warmup_steps": 100}
 # name -> (model overrides, training-config overrides)
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "counterfactual": ({"hybrid_weight": 0.0}, {}),
@@ -57,8 +58,13 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # Issue 5's levers: each is one change against "hybrid".
     "hybrid_logit_normal": ({"hybrid_weight": 1.0, "t_sampling": "logit_normal"}, {}),
     "hybrid_tokens32": ({"hybrid_weight": 1.0, "token_dim": 32}, {}),
-    "hybrid_lr1e-3": ({"hybrid_weight": 1.0}, {"lr": 1e-3, "warmup_steps": 100}),
+    "hybrid_lr1e-3": ({"hybrid_weight": 1.0}, FAST),
     "hybrid_w3": ({"hybrid_weight": 3.0}, {}),
+    # Second round, on top of the winner of the first (lr 1e-3, warm-up 100).
+    "hybrid_lr1e-3_sky": ({"hybrid_weight": 1.0}, {**FAST, "batching": "sky"}),
+    # contrastive-only for the first 40% of the budget, then hybrid from its encoders
+    "hybrid_lr1e-3_warm": ({"hybrid_weight": 1.0}, {**FAST, "warm_start_fraction": 0.4}),
+    "hybrid_lr1e-3_adversary": ({"hybrid_weight": 1.0, "adversary_weight": 0.5}, FAST),
 }
 
 
@@ -79,10 +85,11 @@ def seconds_per_step(store: ObservationStore, cfg: CounterfactualTrainConfig) ->
     model = build_for_store(store, cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     views = ViewDataset(store, "train", n_instrument=cfg.n_instrument, splits=cfg.splits)
+    items = views.sky_order() if cfg.batching == "sky" else np.arange(len(views))
     times = []
     for i in range(7):
         batch = collate_views(
-            views.__getitems__(range(i * cfg.batch_size, (i + 1) * cfg.batch_size))
+            views.__getitems__(items[i * cfg.batch_size : (i + 1) * cfg.batch_size].tolist())
         )
         t0 = time.perf_counter()
         loss = model.loss(batch)["total"]
@@ -197,7 +204,12 @@ def main() -> None:
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
         model_over, train_over = VARIANTS[name]
-        cfg = replace(base, model_overrides=dict(model_over), **train_over)
+        warm_fraction = train_over.get("warm_start_fraction", 0.0)
+        cfg = replace(
+            base,
+            model_overrides=dict(model_over),
+            **{k: v for k, v in train_over.items() if k != "warm_start_fraction"},
+        )
         out = Path(args.out) / name
         r: dict = {"model_overrides": model_over, "train_overrides": train_over}
         if args.skip_train:  # keep the training figures measured when it was trained
@@ -205,18 +217,32 @@ def main() -> None:
             keys = ("seconds_per_step_probe", "max_steps", "train_seconds")
             r.update({k: old[k] for k in keys if k in old})
         else:
-            step_s = seconds_per_step(store, cfg)
-            max_steps = int(args.minutes * 60 * 0.95 / step_s)
-            cfg = replace(cfg, max_steps=max_steps, max_minutes=args.minutes)
-            r.update({"seconds_per_step_probe": step_s, "max_steps": max_steps})
-            print(f"[{name}] {step_s:.2f} s/step -> {max_steps} steps in {args.minutes} min")
             if out.exists():
                 import shutil
 
                 shutil.rmtree(out)
+            minutes, warm_seconds = args.minutes, 0.0
+            if warm_fraction:  # stage 1: contrastive-only encoders, part of the same budget
+                w_cfg = replace(cfg, model_overrides=dict(VARIANTS["contrastive"][0]))
+                w_minutes = args.minutes * warm_fraction
+                w_step = seconds_per_step(store, w_cfg)
+                w_steps = int(w_minutes * 60 * 0.95 / w_step)
+                w_cfg = replace(w_cfg, max_steps=w_steps, max_minutes=w_minutes)
+                print(f"[{name}] warm start: {w_steps} contrastive steps in {w_minutes} min")
+                t0 = time.perf_counter()
+                fit_counterfactual(store, out / "warm", w_cfg, resume=False)
+                warm_seconds = time.perf_counter() - t0
+                r["warm_start"] = {"steps": w_steps, "train_seconds": round(warm_seconds, 1)}
+                cfg = replace(cfg, init_from=str(out / "warm" / "model"))
+                minutes = args.minutes - warm_seconds / 60
+            step_s = seconds_per_step(store, cfg)
+            max_steps = int(minutes * 60 * 0.95 / step_s)
+            cfg = replace(cfg, max_steps=max_steps, max_minutes=minutes)
+            r.update({"seconds_per_step_probe": step_s, "max_steps": max_steps})
+            print(f"[{name}] {step_s:.2f} s/step -> {max_steps} steps in {minutes:.1f} min")
             t0 = time.perf_counter()
             fit_counterfactual(store, out, cfg, resume=False)
-            r["train_seconds"] = round(time.perf_counter() - t0, 1)
+            r["train_seconds"] = round(warm_seconds + time.perf_counter() - t0, 1)
         model = load_pretrained(out / "model")
         r.update(evaluate_model(model, store, pairs_train, pairs_test))
         print(
@@ -224,13 +250,16 @@ def main() -> None:
             f"recall@10 {r['retrieval']['recall@10']:.3f}"
         )
         curve = []
-        for snap in sorted((out / "snapshots").glob("step*")):
+        offset = r.get("warm_start", {}).get("train_seconds", 0.0) / 60
+        snaps = [(s, 0.0) for s in sorted((out / "warm" / "snapshots").glob("step*"))]
+        snaps += [(s, offset) for s in sorted((out / "snapshots").glob("step*"))]
+        for snap, start in snaps:
             step, minutes = snap.name[4:].split("_")
             m = load_pretrained(snap)
             ret = evaluate_model(m, store, pairs_train, pairs_test, with_probes=False)
             curve.append(
                 {
-                    "minutes": float(minutes[:-3]),
+                    "minutes": round(start + float(minutes[:-3]), 2),
                     "step": int(step),
                     "top1": ret["retrieval"]["top1"],
                     "recall@10": ret["retrieval"]["recall@10"],

@@ -324,6 +324,48 @@ def lightcurves_counterfactual(r: dict) -> list[str]:
     return lines
 
 
+def galaxy_levers(paths: list[Path]) -> list[str]:
+    """One table of issue 5's training levers: each variant is one change against hybrid."""
+    if not paths:
+        return []
+    lines = [
+        "## Galaxies: training levers of the hybrid counterfactual model",
+        "",
+        "Each row is the `cpu` hybrid model trained for the same wall-clock budget with one "
+        "change (see `VARIANTS` in `benchmarks/galaxies.py`), evaluated as above; "
+        "counterfactual columns are posterior-mean MSE / noise floor on 32 held-out sources "
+        "per direction. *leak*: the largest probe R² of an instrument parameter from the "
+        "physics latent, pooled over both surveys and within HSC only.",
+        "",
+        "| run | variant | minutes | steps | top-1 | recall@10 | leak pooled | leak HSC only "
+        "| → HSC | → Legacy | z std (HSC / Legacy) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    commands = []
+    for k, path in enumerate(paths, 1):
+        r = json.loads(path.read_text())
+        commands.append(f"{k}. `{r['command']}`")
+        for name, x in r["variants"].items():
+            cf = x.get("counterfactual", {})
+            hsc, leg = cf.get("hsc", {}), cf.get("legacy", {})
+            leak = max(x["leakage_instrument_into_physics"].values())
+            leak_hsc = max(x["leakage_instrument_into_physics_hsc_only"].values())
+            steps = x.get("max_steps", "–")
+            if "warm_start" in x:
+                steps = f"{x['warm_start']['steps']} + {steps}"
+            lines.append(
+                f"| {k} | {name} | {r['minutes_per_variant']:g} | {steps} | "
+                f"{_f(x['retrieval']['top1'])} | {_f(x['retrieval']['recall@10'])} | "
+                f"{_f(leak, 2)} | {_f(leak_hsc, 2)} | "
+                f"{_f(hsc.get('mse_mean_over_floor'), 2)} | "
+                f"{_f(leg.get('mse_mean_over_floor'), 2)} | "
+                f"{_f(hsc.get('z_std'), 2)} / {_f(leg.get('z_std'), 2)} |"
+            )
+    lines += ["", "Runs:", "", *commands]
+    lines.append("")
+    return lines
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "pairing": ("Sky pairing", pairing),
     "store_io": ("Observation store I/O", store_io),
@@ -387,6 +429,7 @@ def main() -> None:
                 f"{acc['instrument']:.3f} / {acc['star']:.3f} |"
             )
         lines.append("")
+    lines += galaxy_levers(sorted(RESULTS.glob("galaxies_levers*.json")))
     atomic_write_text(HERE.parent / "BENCHMARKS.md", "\n".join(lines))
     print("\n".join(lines))
 

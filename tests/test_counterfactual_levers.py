@@ -178,3 +178,38 @@ def test_adversary_reverses_its_gradient_into_the_physics_encoder(sky_store, one
     assert any(g.abs().sum() > 0 for g in g_plain)
     with pytest.raises(ConfigError, match="n_instruments"):
         build_counterfactual_model("tiny", "image", 2, 16, adversary_weight=1.0)
+
+
+@pytest.mark.slow
+def test_training_with_every_lever_on(sky_store, tmp_path, one_thread):
+    from whatsreal.train.counterfactual import fit_counterfactual
+
+    base = dict(preset="tiny", batch_size=8, max_steps=2, val_every=2, val_batches=1)
+    base.update(ckpt_every=2, progress=False, lr=1e-3)
+    warm = fit_counterfactual(
+        sky_store,
+        tmp_path / "warm",
+        CounterfactualTrainConfig(**base, model_overrides={"hybrid_weight": 1.0, "fm_weight": 0}),
+    )
+    cfg = CounterfactualTrainConfig(
+        **base,
+        batching="sky",
+        init_from=str(tmp_path / "warm" / "model"),
+        model_overrides={"hybrid_weight": 1.0, "adversary_weight": 0.5},
+    )
+    model = fit_counterfactual(sky_store, tmp_path / "all", cfg)
+    assert model.adversary_weight == 0.5 and model.config["n_instruments"] == 2
+    log = (tmp_path / "all" / "logs" / "metrics.csv").read_text()
+    assert "val/adv" in log  # train metrics are logged every 10 steps
+    # The run started from the warm encoders and moved away from them.
+    moved = [
+        not torch.equal(a, b)
+        for a, b in zip(
+            warm.physics_encoder.parameters(), model.physics_encoder.parameters(), strict=True
+        )
+    ]
+    assert any(moved)
+    with pytest.raises(ConfigError, match="batching"):
+        fit_counterfactual(
+            sky_store, tmp_path / "bad", CounterfactualTrainConfig(**base, batching="nearby")
+        )
