@@ -108,6 +108,8 @@ def test_anchor_never_reaches_the_conditioning(hybrid, one_thread):
         "physics_mask",
         "instrument_views",
         "instrument_mask",
+        "physics_rows",  # store rows of the views, used only to encode each view once
+        "instrument_rows",
     }
     # ... and in pure counterfactual mode no encoder ever receives the anchor.
     model = _model("image", hybrid_weight=hybrid).train()
