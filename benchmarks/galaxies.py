@@ -37,12 +37,12 @@ from whatsreal.evaluate.galaxies import (
     truth_table,
 )
 from whatsreal.models.base import load_pretrained
-from whatsreal.sampling import ViewDataset, collate_views
 from whatsreal.store import ObservationStore
 from whatsreal.train.counterfactual import (
     CounterfactualTrainConfig,
     build_for_store,
     fit_counterfactual,
+    measure_step_seconds,
 )
 from whatsreal.utils import atomic_write_json
 
@@ -79,27 +79,6 @@ def ensure_store(path: Path, n: int) -> ObservationStore:
         simulate_galaxies(path, n=n, surveys=("hsc", "legacy"), seed=1)
         build_pairing(ObservationStore(path))
     return ObservationStore(path)
-
-
-def seconds_per_step(store: ObservationStore, cfg: CounterfactualTrainConfig) -> float:
-    """Median wall time of one training step (forward, backward, AdamW) on real batches."""
-    torch.manual_seed(0)
-    model = build_for_store(store, cfg).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    views = ViewDataset(store, "train", n_instrument=cfg.n_instrument, splits=cfg.splits)
-    items = views.sky_order() if cfg.batching == "sky" else np.arange(len(views))
-    times = []
-    for i in range(7):
-        batch = collate_views(
-            views.__getitems__(items[i * cfg.batch_size : (i + 1) * cfg.batch_size].tolist())
-        )
-        t0 = time.perf_counter()
-        loss = model.loss(batch)["total"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times[2:]))
 
 
 def evaluate_model(model, store, pairs_train, pairs_test, with_probes=True) -> dict:
@@ -227,7 +206,7 @@ def main() -> None:
             if warm_fraction:  # stage 1: contrastive-only encoders, part of the same budget
                 w_cfg = replace(cfg, model_overrides=dict(VARIANTS["contrastive"][0]))
                 w_minutes = args.minutes * warm_fraction
-                w_step = seconds_per_step(store, w_cfg)
+                w_step = measure_step_seconds(store, w_cfg)
                 w_steps = int(w_minutes * 60 * 0.95 / w_step)
                 w_cfg = replace(w_cfg, max_steps=w_steps, max_minutes=w_minutes)
                 print(f"[{name}] warm start: {w_steps} contrastive steps in {w_minutes} min")
@@ -237,7 +216,7 @@ def main() -> None:
                 r["warm_start"] = {"steps": w_steps, "train_seconds": round(warm_seconds, 1)}
                 cfg = replace(cfg, init_from=str(out / "warm" / "model"))
                 minutes = args.minutes - warm_seconds / 60
-            step_s = seconds_per_step(store, cfg)
+            step_s = measure_step_seconds(store, cfg)
             max_steps = int(minutes * 60 * 0.95 / step_s)
             cfg = replace(cfg, max_steps=max_steps, max_minutes=minutes)
             r.update({"seconds_per_step_probe": step_s, "max_steps": max_steps})

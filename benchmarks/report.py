@@ -376,6 +376,137 @@ def sky_batches(r: dict) -> list[str]:
     ]
 
 
+def _cell(v) -> str:
+    return "" if v is None else f"{v:.2f}"
+
+
+def separation_galaxies(r: dict) -> list[str]:
+    shared = r["shared"]
+    evaluated = {v: e for v, e in r["variants"].items() if e.get("evaluation")}
+    lines = [
+        f"`cpu` preset on simulated HSC × Legacy galaxies, {r['minutes_per_variant']:g} min of "
+        "training per variant on this machine, each variant one change against `tuned` "
+        "(issue 5's kept levers). Probes (seed-000 MLP) are trained on "
+        f"{shared['n_probe_train']:,} training galaxies and scored on {shared['n_test']:,} "
+        "held-out ones, **within one survey**: a survey's own observing conditions from its "
+        "own observations (seed 000 Fig. 5). *instrument latent (+ context)* is the mean of "
+        f"the instrument latents of the observation and its {shared['k_context']} sky "
+        "neighbours, which is what the instrument encoder is given in training. References: "
+        "the same-survey ResNet sees the observation and the same neighbours (the information "
+        "ceiling), the cross-predict ResNet sees the other survey's image of the galaxy; each "
+        f"was trained for {r['config']['evaluation'].get('reference_minutes')} min (shorter "
+        "than the models: see the notes).",
+        "",
+        "| variant | overrides | steps | top-1 | recall@10 | survey id from physics "
+        "latent (chance 0.5) | worst transfer gap |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v, e in evaluated.items():
+        ev = e["evaluation"]
+        gap = max(q["gap"] for t in ev["transfer"].values() for q in t.values())
+        steps = e.get("training", {}).get("max_steps", "")
+        lines.append(
+            f"| {v} | `{json.dumps(e['overrides'])}` | {steps} | "
+            f"{ev['retrieval']['top1']:.3f} | {ev['retrieval']['recall@10']:.3f} | "
+            f"{ev['survey_identity']['physics']['accuracy']:.3f} | {gap:.3f} |"
+        )
+    labels = {
+        "physics": "physics latent",
+        "instrument": "instrument latent (own image)",
+        "instrument_context": "instrument latent (+ context)",
+    }
+    ref_labels = {
+        "random_physics": "random encoder: physics",
+        "random_instrument_context": "random encoder: instrument (+ context)",
+        "border_noise": "border-noise anchor (MLP)",
+        "border_noise_linear": "border-noise anchor (linear)",
+        "same_survey_resnet": "same-survey ResNet (ceiling)",
+        "cross_predict_resnet": "cross-predict ResNet",
+    }
+    for survey in shared["surveys"]:
+        first = next(iter(evaluated.values()))["evaluation"]["per_survey"][survey]["physics"]
+        cond = [k for k in first if not k.startswith(PHYS_PREFIXES)]
+        phys = [k for k in first if k.startswith(PHYS_PREFIXES)]
+        for title, cols in (("observing conditions", cond), ("physics", phys)):
+            lines += [
+                "",
+                f"Within {survey}: probe R² of {survey}'s {title}.",
+                "",
+                "| representation | " + " | ".join(cols) + " |",
+                "|---|" + "---|" * len(cols),
+            ]
+            for key, label in ref_labels.items():
+                vals = shared["per_survey"][survey].get(key)
+                if vals and any(c in vals for c in cols):
+                    lines.append(
+                        f"| {label} | " + " | ".join(_cell(vals.get(c)) for c in cols) + " |"
+                    )
+            for v, e in evaluated.items():
+                per = e["evaluation"]["per_survey"][survey]
+                for key, label in labels.items():
+                    lines.append(
+                        f"| {v}: {label} | "
+                        + " | ".join(_cell(per[key].get(c)) for c in cols)
+                        + " |"
+                    )
+    lines += [
+        "",
+        "Cross-survey transfer of the physics latent (train on one survey's latents, "
+        "test on the other's latents of other galaxies), R² in-survey → transferred:",
+        "",
+    ]
+    for v, e in evaluated.items():
+        for direction, t in e["evaluation"]["transfer"].items():
+            cells = ", ".join(f"{k} {q['in_survey']:.2f}→{q['transfer']:.2f}" for k, q in t.items())
+            lines.append(f"- {v}, {direction}: {cells}")
+    lines += ["", f"![seed 000 Fig. 5 per survey](results/{r['config']['name']}.png)", ""]
+    lines += ["Goals (issue 10):", "", "| variant | goal | value | |", "|---|---|---|---|"]
+    for v, goals in r.get("goals", {}).items():
+        for name, g in goals.items():
+            lines.append(f"| {v} | {name} ({g['goal']}) | {g['value']:.3f} | {_yes(g['met'])} |")
+    return lines
+
+
+PHYS_PREFIXES = ("mag_", "g_r", "r_i", "i_z", "r_half", "sersic", "e1", "e2", "redshift")
+
+
+def separation_lightcurves(r: dict) -> list[str]:
+    sizes = r["config"]["evaluation"]["sizes"]
+    lines = [
+        f"Seed 001's data set (40,000 light curves, 2,000 stars, 17 instruments), `cpu` "
+        f"Conformer preset, {r['config']['minutes']} min per dual variant (each one change "
+        "against `baseline`); the single-latent baseline trained once for the same wall-clock "
+        f"and once for exactly the steps of `{r['config']['single_beside']}`. Probe R²(θ0) on "
+        "held-out stars, mean ± std over "
+        f"{r['config']['evaluation']['seeds']} draws of the labelled set; instrument-id "
+        "accuracy (chance 0.059).",
+        "",
+        "| run | overrides | steps | "
+        + " | ".join(f"n={n}" for n in sizes)
+        + " | instrument id (star or single / instrument latent) |",
+        "|---|---|---|" + "---|" * len(sizes) + "---|",
+    ]
+    for name, run in r["runs"].items():
+        key = "latent" if "latent" in run["few_shot"] else "star"
+        curve = {x["n_labels"]: x for x in run["few_shot"][key]}
+        acc = run["instrument_accuracy"]
+        inst = f" / {acc['instrument']:.3f}" if "instrument" in acc else ""
+        cells = " | ".join(
+            f"{curve[n]['r2_mean']:.3f} ± {curve[n]['r2_std']:.3f}" if n in curve else ""
+            for n in sizes
+        )
+        lines.append(
+            f"| {name} ({run['kind']}) | `{json.dumps(run['overrides'])}` | {run['steps']} | "
+            f"{cells} | {acc[key]:.3f}{inst} |"
+        )
+    goals = r.get("goals", {})
+    if goals:
+        lines += ["", "| goal | value | |", "|---|---|---|"]
+        for name, g in goals.items():
+            lines.append(f"| {name} ({g['goal']}) | {g['value']:.3f} | {_yes(g['met'])} |")
+    return lines
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "pairing": ("Sky pairing", pairing),
     "store_io": ("Observation store I/O", store_io),
@@ -389,6 +520,14 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "lightcurves_counterfactual": (
         "Light curves: counterfactual model beside the contrastive track",
         lightcurves_counterfactual,
+    ),
+    "separation_galaxies": (
+        "Separation on galaxies: per-survey probes as seed 000 Fig. 5 (issue 10)",
+        separation_galaxies,
+    ),
+    "separation_lightcurves": (
+        "Separation on light curves: star latent vs instrument, equal steps (issue 10)",
+        separation_lightcurves,
     ),
 }
 

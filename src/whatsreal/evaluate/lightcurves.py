@@ -100,3 +100,33 @@ def lomb_scargle_anchor(store: ObservationStore, splits: SplitSpec) -> dict:
         "n_test_rows": int(test.size),
         "method": "astropy LombScargle, 1 term, 2000 frequencies between 1/99 and 1/4 per sample",
     }
+
+
+def lightcurve_separation_goals(runs: Mapping[str, dict], dual: str) -> dict[str, dict]:
+    """Issue 10's light-curve goals for the dual run ``dual`` beside the single-latent runs
+    ``single_equal_steps`` and ``single_equal_time`` (when present): {goal: {value, goal,
+    met}}. Each run holds ``instrument_accuracy`` and ``r2_at_100``/``r2_at_1000``."""
+    d = runs[dual]
+    acc = d["instrument_accuracy"]
+    goals = {
+        "star-latent instrument id <= 0.10": (acc["star"], "<= 0.10", acc["star"] <= 0.10),
+        "instrument-latent instrument id >= 0.99": (
+            acc["instrument"],
+            ">= 0.99",
+            acc["instrument"] >= 0.99,
+        ),
+        "star R²(θ0) at 1,000 labels >= 0.85": (
+            d["r2_at_1000"],
+            ">= 0.85",
+            d["r2_at_1000"] >= 0.85,
+        ),
+    }
+    for key, label in (("single_equal_steps", "equal steps"), ("single_equal_time", "equal time")):
+        if key in runs:
+            diff = d["r2_at_100"] - runs[key]["r2_at_100"]
+            goals[f"dual - single at 100 labels, {label}, >= 0.05"] = (
+                diff,
+                ">= 0.05",
+                diff >= 0.05,
+            )
+    return {k: {"value": float(v), "goal": g, "met": bool(m)} for k, (v, g, m) in goals.items()}

@@ -54,13 +54,18 @@ __all__ = [
 ]
 
 
-def multi_positive_info_nce(z: Tensor, labels: Tensor, tau: float) -> Tensor:
+def multi_positive_info_nce(
+    z: Tensor, labels: Tensor, tau: float, groups: Tensor | None = None
+) -> Tensor:
     """Multi-positive InfoNCE of seed 001 (eqs. 7-9) over a batch of embeddings z (B, D).
 
     Embeddings are L2-normalised and compared by cosine similarity / tau. For anchor a, the
     positives are the other items with the same label and the negatives the items with a
-    different label; a is never compared with itself. The per-anchor loss is
-    ``logsumexp(all others) - logsumexp(positives)``, which is eq. 7 computed stably.
+    different label; a is never compared with itself. With ``groups`` (B,), the negatives are
+    only the items of a's own group (for example its instrument), so a feature shared by a
+    whole group (survey identity) cannot separate a from them; positives keep every group.
+    The per-anchor loss is ``logsumexp(all others) - logsumexp(positives)``, which is eq. 7
+    computed stably.
     Anchors without any positive in the batch carry no signal and are left out of the mean
     (eq. 8 divides by B; we divide by the number of anchors that have a positive, so the loss
     scale does not depend on how many singletons a batch happens to contain). If no anchor has
@@ -74,15 +79,24 @@ def multi_positive_info_nce(z: Tensor, labels: Tensor, tau: float) -> Tensor:
         )
     if not tau > 0:
         raise ValueError(f"temperature tau must be > 0, got {tau}")
+    if groups is not None and groups.shape != labels.shape:
+        raise ValueError(
+            f"groups must have shape {tuple(labels.shape)} to match labels, "
+            f"got {tuple(groups.shape)}"
+        )
     labels = labels.to(z.device)
     zn = F.normalize(z.float(), dim=1)
     sim = zn @ zn.T / tau
     eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
     positive = (labels[:, None] == labels[None, :]) & ~eye
+    others = ~eye
+    if groups is not None:
+        groups = groups.to(z.device)
+        others = positive | ((groups[:, None] == groups[None, :]) & ~eye)
     has_positive = positive.any(dim=1)
     if not bool(has_positive.any()):
         return (z * 0.0).sum()
-    sim, positive, others = sim[has_positive], positive[has_positive], ~eye[has_positive]
+    sim, positive, others = sim[has_positive], positive[has_positive], others[has_positive]
     neg_inf = torch.tensor(float("-inf"), dtype=sim.dtype, device=sim.device)
     log_all = torch.logsumexp(torch.where(others, sim, neg_inf), dim=1)
     log_pos = torch.logsumexp(torch.where(positive, sim, neg_inf), dim=1)
@@ -100,6 +114,23 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tens
         weights > 0, pred.float() - target.float(), torch.zeros((), device=pred.device)
     )
     return (diff**2).sum() / weights.sum().clamp_min(1.0)
+
+
+class _GradientReversal(torch.autograd.Function):
+    """Identity forward, negated gradient backward (DANN)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return -grad
+
+
+def reverse_gradient(x: Tensor) -> Tensor:
+    """x forward; the negated gradient backward (a DANN adversary's gradient reversal)."""
+    return _GradientReversal.apply(x)
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -156,13 +187,28 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         recon_weight: float = 1.0,
         phys_weight: float = 1.0,
         inst_weight: float = 1.0,
+        phys_negatives: str = "all",
+        adversary_weight: float = 0.0,
+        n_instruments: int = 0,
     ) -> None:
         super().__init__()
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau}")
+        if phys_negatives not in ("all", "same_instrument"):
+            raise ConfigError(
+                f"phys_negatives must be 'all' or 'same_instrument'; got {phys_negatives!r}"
+            )
+        if adversary_weight < 0 or (adversary_weight > 0 and n_instruments < 2):
+            raise ConfigError(
+                "adversary_weight must be >= 0, and > 0 needs n_instruments >= 2 (the classes "
+                f"it predicts); got adversary_weight={adversary_weight}, "
+                f"n_instruments={n_instruments}"
+            )
         self.config = constructor_args(type(self), locals())
+        self.phys_negatives = phys_negatives
+        self.adversary_weight = float(adversary_weight)
         enc = {
             "in_channels": in_channels,
             "width": width,
@@ -183,6 +229,8 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         self.g_phys = _mlp(latent_dim, g_hidden, fusion_dim)
         self.g_inst = _mlp(latent_dim, g_hidden, fusion_dim)
         self.decoder = _Decoder(fusion_dim, decoder_hidden, in_channels, length)
+        if self.adversary_weight > 0:
+            self.adversary = _mlp(latent_dim, proj_hidden, n_instruments)
 
     def embed(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Physics and instrument latents (B, latent_dim) each; no projection heads involved."""
@@ -204,14 +252,25 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         instrument: Tensor,
         mask: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Weighted objective of eq. 10: masked MSE + InfoNCE by source + InfoNCE by instrument."""
+        """Weighted objective of eq. 10: masked MSE + InfoNCE by source + InfoNCE by instrument.
+
+        Options: ``phys_negatives="same_instrument"`` takes the star term's negatives from the
+        anchor's instrument only, so instrument features cannot tell a star from them; an
+        instrument classifier behind gradient reversal on the star latent
+        (``adversary_weight``) makes the star encoder hide the instrument."""
         out = self(x, mask)
         recon = masked_mse(out["recon"], x, mask)
-        phys = multi_positive_info_nce(self.head_phys(out["z_phys"]), source, self.tau)
+        groups = instrument if self.phys_negatives == "same_instrument" else None
+        phys = multi_positive_info_nce(self.head_phys(out["z_phys"]), source, self.tau, groups)
         inst = multi_positive_info_nce(self.head_inst(out["z_inst"]), instrument, self.tau)
         w = self.weights
         total = w["recon"] * recon + w["phys"] * phys + w["inst"] * inst
-        return {"total": total, "recon": recon, "phys": phys, "inst": inst}
+        losses = {"recon": recon, "phys": phys, "inst": inst}
+        if self.adversary_weight > 0:
+            logits = self.adversary(reverse_gradient(out["z_phys"].float()))
+            losses["adv"] = F.cross_entropy(logits, instrument.to(logits.device).long())
+            total = total + self.adversary_weight * losses["adv"]
+        return {"total": total, **losses}
 
 
 @register_model

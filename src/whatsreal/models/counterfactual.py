@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from whatsreal.errors import ConfigError
 from whatsreal.models.base import PretrainedMixin, constructor_args, register_model
 from whatsreal.models.conformer import ConformerEncoder, sinusoidal_time_encoding
-from whatsreal.models.contrastive import multi_positive_info_nce
+from whatsreal.models.contrastive import multi_positive_info_nce, reverse_gradient
 from whatsreal.models.flow import integrate, sample_t
 
 __all__ = [
@@ -250,6 +250,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         proj_dim: int = 32,
         adversary_weight: float = 0.0,
         n_instruments: int = 0,
+        physics_negatives: str = "all",
+        instrument_negatives: str = "all",
+        agreement_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.config = copy.deepcopy(constructor_args(CounterfactualModel, locals()))
@@ -259,6 +262,16 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             raise ConfigError(f"stretch must be 'asinh' or 'linear'; got {stretch!r}")
         if n_draws < 1:
             raise ConfigError(f"n_draws must be >= 1; got {n_draws}")
+        for key, value in (
+            ("physics_negatives", physics_negatives),
+            ("instrument_negatives", instrument_negatives),
+        ):
+            if value not in ("all", "same_instrument"):
+                raise ConfigError(f"{key} must be 'all' or 'same_instrument'; got {value!r}")
+        if agreement_weight < 0:
+            raise ConfigError(f"agreement_weight must be >= 0; got {agreement_weight}")
+        self.physics_negatives, self.instrument_negatives = physics_negatives, instrument_negatives
+        self.agreement_weight = float(agreement_weight)
         scale = [1.0] * in_channels if scale is None else [float(s) for s in scale]
         if len(scale) != in_channels or min(scale) <= 0:
             raise ConfigError(
@@ -412,10 +425,14 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             out["fm"] = self._flow_matching(batch["anchor"], cond, cmask, generator)
             total = total + self.fm_weight * out["fm"]
         anchor_phys = None
-        if self.hybrid_weight > 0:
-            phys, inst, anchor_phys = self._hybrid_terms(batch, per_view)
-            out["phys"], out["inst"] = phys, inst
-            total = total + self.hybrid_weight * (phys + inst)
+        if self.hybrid_weight > 0 or self.agreement_weight > 0:
+            phys, inst, agree, anchor_phys = self._hybrid_terms(batch, per_view)
+            if self.hybrid_weight > 0:
+                out["phys"], out["inst"] = phys, inst
+                total = total + self.hybrid_weight * (phys + inst)
+            if self.agreement_weight > 0:
+                out["agree"] = agree
+                total = total + self.agreement_weight * agree
         if self.adversary_weight > 0:
             out["adv"] = self._adversary(batch, per_view, anchor_phys)
             total = total + self.adversary_weight * out["adv"]
@@ -433,7 +450,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         if anchor_phys is not None:
             z.append(anchor_phys)
             labels.append(batch["instrument"])
-        logits = self.adversary(_reverse_gradient(torch.cat(z).float()))
+        logits = self.adversary(reverse_gradient(torch.cat(z).float()))
         return F.cross_entropy(logits, torch.cat(labels).long())
 
     def _flow_matching(
@@ -454,22 +471,24 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
 
     def _hybrid_terms(
         self, batch: dict[str, Tensor], per_view: dict[str, Tensor]
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """InfoNCE on (anchor, physics views) by source and (anchor, instrument views) by item.
-        Also returns the anchors' physics latents (reused by the adversary)."""
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """InfoNCE on (anchor, physics views) by source and (anchor, instrument views) by item,
+        with negatives from every instrument or only the anchor's (``*_negatives``); the
+        agreement term between a source's physics latents; the anchors' physics latents
+        (reused by the adversary)."""
         anchor = self.normalize(batch["anchor"])
         b = anchor.shape[0]
         items = torch.arange(b, device=anchor.device)
-        terms = []
+        zero = anchor.new_zeros((), dtype=torch.float32)
+        terms, agree = [], zero
         anchor_phys = None
-        for enc, head, key, mask in (
-            (self.physics_encoder, self.physics_head, "physics", batch["physics_mask"]),
-            (self.instrument_encoder, self.instrument_head, "instrument", batch["instrument_mask"]),
-        ):
-            mask = mask.bool()
-            if not mask.any():
-                terms.append(anchor.new_zeros(()))
+        for key in ("physics", "instrument"):
+            mask = batch[f"{key}_mask"].bool()
+            want_nce = self.hybrid_weight > 0
+            if not mask.any() or not (want_nce or (key == "physics" and self.agreement_weight)):
+                terms.append(zero)
                 continue
+            enc = self.physics_encoder if key == "physics" else self.instrument_encoder
             za = enc(anchor).flatten(1)
             if key == "physics":
                 anchor_phys = za
@@ -477,9 +496,29 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             if self.type_embedding is not None:  # compare raw encoder outputs
                 zv = zv - self.type_embedding[0 if key == "physics" else 1].repeat(self.n_tokens)
             owner = items[:, None].expand_as(mask)[mask]
+            if key == "physics" and self.agreement_weight > 0:
+                agree = agreement_loss(za[owner].float(), zv.float())
+            if not want_nce:
+                terms.append(zero)
+                continue
+            negatives = self.physics_negatives if key == "physics" else self.instrument_negatives
+            groups = None
+            if negatives != "all":
+                if "instrument" not in batch or "physics_instrument" not in batch:
+                    raise KeyError(
+                        f"{key}_negatives={negatives!r} needs the batch keys 'instrument' and "
+                        "'physics_instrument' (ViewDataset provides them)"
+                    )
+                anchor_inst = batch["instrument"].to(anchor.device).long()
+                if key == "physics":
+                    view_inst = batch["physics_instrument"].to(anchor.device).long()[mask]
+                else:  # instrument views are, by construction, the anchor's instrument
+                    view_inst = anchor_inst[owner]
+                groups = torch.cat([anchor_inst, view_inst])
+            head = self.physics_head if key == "physics" else self.instrument_head
             z = head(torch.cat([za, zv]).float())
-            terms.append(multi_positive_info_nce(z, torch.cat([items, owner]), self.tau))
-        return terms[0], terms[1], anchor_phys
+            terms.append(multi_positive_info_nce(z, torch.cat([items, owner]), self.tau, groups))
+        return terms[0], terms[1], agree, anchor_phys
 
     # -- sampling --------------------------------------------------------------------------
     @torch.inference_mode()
@@ -526,19 +565,12 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         return self.denormalize(x1).view(b, n_samples, *shape)
 
 
-class _GradientReversal(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return -grad
-
-
-def _reverse_gradient(x: Tensor) -> Tensor:
-    """Identity forward, negated gradient backward."""
-    return _GradientReversal.apply(x)
+def agreement_loss(a: Tensor, b: Tensor) -> Tensor:
+    """Invariance between paired latents (rows of a and b: one source by two instruments):
+    mean squared difference over the pairs' total variance, so rescaling the latent cannot
+    lower it. 0 when paired latents coincide; about 1 for unrelated ones."""
+    spread = torch.cat([a, b]).var(dim=0, unbiased=False).sum().clamp_min(1e-8)
+    return (a - b).pow(2).sum(dim=1).mean() / (2.0 * spread)
 
 
 def _head(dim: int, out: int) -> nn.Sequential:

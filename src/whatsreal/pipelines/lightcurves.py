@@ -31,7 +31,7 @@ from whatsreal.infer import embed_rows
 from whatsreal.models.contrastive import build_contrastive_model
 from whatsreal.simulate.lightcurves import lightcurve_sim_config, write_lightcurve_store
 from whatsreal.store import ObservationStore
-from whatsreal.train.contrastive import ContrastiveTrainConfig, fit_contrastive
+from whatsreal.train.contrastive import ContrastiveTrainConfig, fit_contrastive, trained_steps
 from whatsreal.utils import atomic_write_json
 
 
@@ -44,6 +44,11 @@ class LightCurveTrackConfig:
     sim_seed: int = 0
     sim_overrides: dict[str, Any] = field(default_factory=dict)
     train: ContrastiveTrainConfig = field(default_factory=ContrastiveTrainConfig)
+    # model options for the dual model only (issue 10's levers); the baseline stays seed 001's
+    dual_overrides: dict[str, Any] = field(default_factory=dict)
+    # the single-latent baseline trains for exactly the dual model's optimizer steps, so a
+    # loaded machine slows the run without changing the comparison
+    equal_steps: bool = True
     sizes: tuple[int, ...] = (10, 30, 100, 300, 1000, 3000)
     seeds: int = 5
     probe_steps: int = 300
@@ -107,14 +112,25 @@ class _Stages:
 
 
 def _train(
-    store: ObservationStore, out: Path, cfg: LightCurveTrackConfig, single: bool, stage: _Stages
+    store: ObservationStore,
+    out: Path,
+    cfg: LightCurveTrackConfig,
+    single: bool,
+    stage: _Stages,
+    steps: int | None = None,
 ) -> torch.nn.Module:
+    """Train the dual model (with ``dual_overrides``) or the baseline; ``steps`` fixes the
+    baseline's optimizer steps instead of the time budget."""
     kind = "single-latent baseline" if single else "dual (physics + instrument)"
-    stage(
-        f"training the {kind} model, preset '{cfg.train.preset}'"
-        + (f", at most {cfg.train.max_minutes:g} min" if cfg.train.max_minutes else "")
-    )
     tcfg = replace(cfg.train, single_latent=single)
+    if not single:
+        tcfg = replace(tcfg, model_overrides={**tcfg.model_overrides, **cfg.dual_overrides})
+    if steps is not None:
+        tcfg = replace(tcfg, max_steps=steps, max_minutes=None, max_epochs=10_000)
+        budget = f", {steps} steps (as many as the dual model's)"
+    else:
+        budget = f", at most {cfg.train.max_minutes:g} min" if cfg.train.max_minutes else ""
+    stage(f"training the {kind} model, preset '{cfg.train.preset}'{budget}")
     return fit_contrastive(store, out / ("single" if single else "dual"), tcfg)
 
 
@@ -148,7 +164,8 @@ def run_lightcurve_track(
     dual = _train(store, out, cfg, single=False, stage=stage)
     timings["train_dual_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    single = _train(store, out, cfg, single=True, stage=stage)
+    steps = trained_steps(out / "dual") if cfg.equal_steps else None
+    single = _train(store, out, cfg, single=True, stage=stage, steps=steps)
     timings["train_single_s"] = time.perf_counter() - t
 
     stage("embedding every observation with each model")
@@ -192,6 +209,9 @@ def run_lightcurve_track(
         "n_instruments": len(store.instruments),
         "model_preset": cfg.train.preset,
         "epochs": {name: _epochs(out / name) for name in ("dual", "single")},
+        "steps": {name: trained_steps(out / name) for name in ("dual", "single")},
+        "equal_steps": cfg.equal_steps,
+        "dual_overrides": dict(cfg.dual_overrides),
         **ev,
         "lomb_scargle": ls,
         "timings": timings,

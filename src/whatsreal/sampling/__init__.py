@@ -9,6 +9,7 @@ from whatsreal.sampling.views import (
     StepIndexedViews,
     ViewDataset,
     collate_views,
+    sky_context_rows,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "ViewDataset",
     "assign_split",
     "collate_views",
+    "sky_context_rows",
 ]

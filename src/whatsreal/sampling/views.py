@@ -75,6 +75,39 @@ def _open(store: ObservationStore | str) -> ObservationStore:
     return store if isinstance(store, ObservationStore) else ObservationStore(store)
 
 
+def sky_context_rows(
+    store: ObservationStore,
+    rows: Sequence[int] | np.ndarray,
+    k: int,
+    allowed_row: np.ndarray | None = None,
+    row_source: np.ndarray | None = None,
+) -> np.ndarray:
+    """The instrument context of each row: its first ``k`` neighbours in the store's sky graph
+    (same instrument, nearest first) that are another source and allowed (``allowed_row``,
+    a boolean per store row; all by default). (N, k) store rows, -1 in empty slots.
+
+    The one rule for instrument views: training (:class:`ViewDataset`), inference and
+    evaluation all call it.
+    """
+    if store.neighbours is None:
+        raise StoreValidationError(
+            f"{store.path} has no neighbour graph; run `whatsreal pair {store.path}`"
+        )
+    rows = np.asarray(rows, dtype=np.int64)
+    sid = store.source_id if row_source is None else row_source
+    out = np.full((rows.size, k), -1, dtype=np.int64)
+    graph = store.neighbours.index
+    for i, r in enumerate(rows):
+        nb = graph[r]
+        nb = nb[nb >= 0]
+        keep = sid[nb] != sid[r]
+        if allowed_row is not None:
+            keep &= allowed_row[nb]
+        nb = nb[keep][:k]
+        out[i, : nb.size] = nb
+    return out
+
+
 class ViewDataset(Dataset):
     """Anchors of one split with up to ``n_physics`` physics and ``n_instrument`` instrument
     views each. One item per source that has a partner (an observation by another
@@ -193,10 +226,10 @@ class ViewDataset(Dataset):
         if self.n_instrument:
             src = idx.row_source[anchor]
             if self.use_graph:
-                nb = self.store.neighbours.index[anchor]
-                nb = nb[nb >= 0]
-                nb = nb[self.allowed_row[nb] & (idx.row_source[nb] != src)]
-                chosen = nb[: self.n_instrument]
+                chosen = sky_context_rows(
+                    self.store, [anchor], self.n_instrument, self.allowed_row, idx.row_source
+                )[0]
+                chosen = chosen[chosen >= 0]
             else:
                 pool = self.pools[int(anchor_inst)]
                 want = min(pool.size, self.n_instrument + 8)

@@ -7,6 +7,7 @@ validation loss, checkpoints, CSV log, progress bar, DDP-ready sampling).
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ from whatsreal.config import save_config
 from whatsreal.models.contrastive import build_contrastive_model
 from whatsreal.sampling import ObservationDataset, SourceBatchSampler, SplitSpec, collate_views
 from whatsreal.store import ObservationStore
+from whatsreal.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class ContrastiveTrainConfig:
     sources_per_batch: int = 64
     views_per_source: int = 4
     max_epochs: int = 200
+    max_steps: int | None = None  # optimizer steps (equal-steps comparisons); None = no limit
     max_minutes: float | None = None
     patience: int = 8  # early stopping on the validation loss (seed 001 App. B)
     val: float = 0.1
@@ -147,12 +150,15 @@ def fit_contrastive(
     save_config({"store": str(store.path), "train": asdict(cfg)}, out / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     c, t = store.shape
+    overrides = dict(cfg.model_overrides)
+    if overrides.get("adversary_weight", 0) > 0:  # the adversary's classes: the instruments
+        overrides.setdefault("n_instruments", len(store.instruments))
     model = build_contrastive_model(
         cfg.preset,
         in_channels=c,
         length=t,
         single_latent=cfg.single_latent,
-        **cfg.model_overrides,
+        **overrides,
     )
     task = ContrastiveTask(model, cfg.lr)
     ckpt = L.pytorch.callbacks.ModelCheckpoint(
@@ -167,6 +173,7 @@ def fit_contrastive(
     trainer = L.Trainer(
         default_root_dir=out,
         max_epochs=cfg.max_epochs,
+        max_steps=cfg.max_steps if cfg.max_steps else -1,
         max_time=max_time,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -185,4 +192,14 @@ def fit_contrastive(
     model = task.model.cpu().eval()
     if trainer.is_global_zero:
         model.save_pretrained(out / "model")
+        atomic_write_json(
+            out / "training.json",
+            {"steps": int(trainer.global_step), "epochs": int(trainer.current_epoch)},
+        )
     return model
+
+
+def trained_steps(run_dir: str | Path) -> int | None:
+    """Optimizer steps a finished :func:`fit_contrastive` run took (None if unknown)."""
+    path = Path(run_dir) / "training.json"
+    return int(json.loads(path.read_text())["steps"]) if path.is_file() else None

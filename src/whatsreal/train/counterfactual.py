@@ -13,7 +13,7 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -400,6 +400,56 @@ def fit_counterfactual(
     if trainer.is_global_zero:
         ema.save_pretrained(out / "model")
     return ema
+
+
+def measure_step_seconds(
+    store: ObservationStore, cfg: CounterfactualTrainConfig, steps: int = 7
+) -> float:
+    """Median wall time of one training step (forward, backward, AdamW) on real batches of
+    ``cfg``'s batching, after two warm-up steps; sizes a step budget to a time budget."""
+    torch.manual_seed(cfg.seed)
+    model = build_for_store(store, cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    views = ViewDataset(
+        store, "train", cfg.n_physics, cfg.n_instrument, cfg.instrument_views, cfg.splits
+    )
+    items = views.sky_order() if cfg.batching == "sky" else np.arange(len(views))
+    times = []
+    for i in range(max(steps, 3)):
+        chunk = items[i * cfg.batch_size : (i + 1) * cfg.batch_size].tolist()
+        batch = collate_views(views.__getitems__(chunk))
+        t0 = time.perf_counter()
+        loss = model.loss(batch)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[2:]))
+
+
+def fit_within_minutes(
+    store: ObservationStore,
+    out_dir: str | Path,
+    cfg: CounterfactualTrainConfig,
+    minutes: float,
+    safety: float = 0.95,
+) -> tuple[CounterfactualModel, dict[str, float]]:
+    """Train for a wall-clock budget: measure a step, size ``max_steps`` so the cosine
+    schedule ends inside ``minutes`` (``max_minutes`` stops it there regardless).
+    Returns the model and {"seconds_per_step_probe", "max_steps", "train_seconds"}."""
+    if minutes <= 0:
+        raise ConfigError(f"minutes must be > 0; got {minutes}")
+    step_s = measure_step_seconds(store, cfg)
+    max_steps = max(1, int(minutes * 60 * safety / step_s))
+    cfg = replace(cfg, max_steps=max_steps, max_minutes=minutes)
+    t0 = time.perf_counter()
+    model = fit_counterfactual(store, out_dir, cfg, resume=False)
+    info = {
+        "seconds_per_step_probe": step_s,
+        "max_steps": max_steps,
+        "train_seconds": round(time.perf_counter() - t0, 1),
+    }
+    return model, info
 
 
 def _multi_device(cfg: CounterfactualTrainConfig) -> bool:

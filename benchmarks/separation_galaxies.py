@@ -1,0 +1,127 @@
+"""Separation benchmark on simulated HSC x Legacy galaxies (issue 10).
+
+Trains every variant of the config for the same wall-clock budget, then evaluates each as
+seed 000 Fig. 5 does (:func:`whatsreal.evaluate.separation.evaluate_separation`): per-survey
+probes of the observing conditions and the physics from the physics latent, the instrument
+latent (own image, and pooled over the sky context), a random encoder, the border-noise
+classical anchor and two supervised ResNet references; survey identity from the physics
+latent; cross-survey transfer. Writes ``benchmarks/results/<name>.json`` and a chart.
+
+    python benchmarks/separation_galaxies.py --config configs/separation_galaxies.yaml
+    python benchmarks/separation_galaxies.py --config configs/separation_galaxies.yaml \\
+        --variants tuned,agreement --skip-train      # evaluate existing runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from whatsreal.config import load_config
+from whatsreal.models.base import load_pretrained
+from whatsreal.pairing import build_pairing
+from whatsreal.simulate.galaxies import simulate_galaxies
+from whatsreal.store import ObservationStore
+from whatsreal.train.counterfactual import (
+    CounterfactualTrainConfig,
+    build_for_store,
+    fit_within_minutes,
+)
+from whatsreal.utils import atomic_write_json
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(HERE.parent / "configs/separation_galaxies.yaml"))
+    ap.add_argument("--variants", default="", help="comma-separated subset of the config's")
+    ap.add_argument("--minutes", type=float, default=None, help="override the budget")
+    ap.add_argument("--name", default=None, help="override results/<name>.json")
+    ap.add_argument("--skip-train", action="store_true", help="evaluate existing runs")
+    ap.add_argument("--train-only", action="store_true", help="train, do not evaluate")
+    args = ap.parse_args()
+
+    cfg = load_config(args.config)
+    minutes = float(args.minutes or cfg["minutes"])
+    name = args.name or cfg["name"]
+    store_path = Path(cfg["store"])
+    if not (store_path / "observations.h5").is_file():
+        simulate_galaxies(store_path, n=int(cfg["n_sources"]), surveys=("hsc", "legacy"), seed=1)
+        build_pairing(ObservationStore(store_path))
+    store = ObservationStore(store_path)
+    variants = cfg["variants"]
+    chosen = [v for v in args.variants.split(",") if v] or list(variants)
+    unknown = sorted(set(chosen) - set(variants))
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; the config has {sorted(variants)}")
+    base = CounterfactualTrainConfig(**cfg["train"])
+
+    result_path = HERE / "results" / f"{name}.json"
+    previous = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    results = {
+        "command": " ".join(["python", "benchmarks/separation_galaxies.py", *sys.argv[1:]]),
+        "config": cfg,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "minutes_per_variant": minutes,
+        "variants": dict(previous.get("variants", {})),
+    }
+    models = {}
+    for v in chosen:
+        over = variants[v] or {}
+        run_cfg = replace(
+            base,
+            model_overrides=dict(over.get("model", {})),
+            **dict(over.get("train", {})),
+        )
+        out = Path(cfg["out"]) / v
+        entry = dict(results["variants"].get(v, {})) if args.skip_train else {}
+        entry["overrides"] = over
+        if not args.skip_train:
+            print(f"[{v}] training for {minutes} min -> {out}", flush=True)
+            _, info = fit_within_minutes(store, out, run_cfg, minutes)
+            entry["training"] = info
+            print(f"[{v}] {info}", flush=True)
+        results["variants"][v] = entry
+        models[v] = load_pretrained(out / "model")
+        atomic_write_json(result_path, results)
+    if args.train_only:
+        return
+    from whatsreal.evaluate.separation import (
+        SeparationSettings,
+        evaluate_separation,
+        separation_figure,
+        separation_goals,
+    )
+
+    settings = SeparationSettings(**cfg.get("evaluation", {}))
+    torch.manual_seed(0)
+    random_model = build_for_store(store, base).eval()
+    evaluation = evaluate_separation(store, models, random_model, settings)
+    for v in chosen:
+        results["variants"][v]["evaluation"] = evaluation["models"][v]
+    results["shared"] = evaluation["shared"]
+    results["goals"] = separation_goals(results)
+    atomic_write_json(result_path, results)
+    separation_figure(results, result_path.with_suffix(".png"), cfg.get("figure_variant"))
+    from whatsreal.report.separation import write_separation_report
+
+    write_separation_report(results, Path(cfg["out"]) / "report.html")
+    print(f"report: {Path(cfg['out']) / 'report.html'}")
+    print(json.dumps(results["goals"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

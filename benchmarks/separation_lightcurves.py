@@ -1,0 +1,117 @@
+"""Separation on seed 001's light curves (issue 10): star-latent instrument identity and
+few-shot R²(θ0) of dual-model levers, and the single-latent baseline at equal steps and at
+equal wall-clock beside the chosen variant. Writes ``benchmarks/results/<name>.json``.
+
+    python benchmarks/separation_lightcurves.py --config configs/separation_lightcurves.yaml
+    python benchmarks/separation_lightcurves.py --variants adversary --skip-single
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from whatsreal.config import load_config
+from whatsreal.evaluate.lightcurves import (
+    LightCurveEvalSettings,
+    evaluate_features,
+    lightcurve_separation_goals,
+)
+from whatsreal.infer import embed_rows
+from whatsreal.simulate.lightcurves import write_lightcurve_store
+from whatsreal.store import ObservationStore
+from whatsreal.train.contrastive import ContrastiveTrainConfig, fit_contrastive, trained_steps
+from whatsreal.utils import atomic_write_json
+
+HERE = Path(__file__).parent
+
+
+def _at(curve: list[dict], n: int) -> float:
+    return next((r["r2_mean"] for r in curve if r["n_labels"] == n), float("nan"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(HERE.parent / "configs/separation_lightcurves.yaml"))
+    ap.add_argument("--variants", default="", help="comma-separated subset of the config's")
+    ap.add_argument("--skip-single", action="store_true", help="do not train the baselines")
+    args = ap.parse_args()
+    cfg = load_config(args.config)
+    store_path = Path(cfg["store"])
+    if not (store_path / "observations.h5").is_file():
+        write_lightcurve_store(store_path)
+    store = ObservationStore(store_path)
+    minutes = float(cfg["minutes"])
+    base = ContrastiveTrainConfig(**cfg["train"], max_minutes=minutes)
+    settings = LightCurveEvalSettings(**cfg.get("evaluation", {}))
+    chosen = [v for v in args.variants.split(",") if v] or list(cfg["variants"])
+    result_path = HERE / "results" / f"{cfg['name']}.json"
+    results = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    results.update(
+        {
+            "command": " ".join(["python", "benchmarks/separation_lightcurves.py", *sys.argv[1:]]),
+            "config": cfg,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "torch": torch.__version__,
+        }
+    )
+    results.setdefault("runs", {})
+
+    def run(name: str, tcfg: ContrastiveTrainConfig, kind: str) -> None:
+        out = Path(cfg["out"]) / name
+        print(f"[{name}] training ({kind})", flush=True)
+        model = fit_contrastive(store, out, tcfg)
+        z = embed_rows(model, store, batch_size=256)
+        feats = {"latent": z["latent"]} if "latent" in z else {"star": z["physics"]}
+        if "instrument" in z:
+            feats["instrument"] = z["instrument"]
+        ev = evaluate_features(feats, store, tcfg.splits, settings)
+        main_key = "latent" if "latent" in feats else "star"
+        results["runs"][name] = {
+            "kind": kind,
+            "overrides": tcfg.model_overrides,
+            "steps": trained_steps(out),
+            "max_minutes": tcfg.max_minutes,
+            "max_steps": tcfg.max_steps,
+            **ev,
+            "r2_at_100": _at(ev["few_shot"][main_key], 100),
+            "r2_at_1000": _at(ev["few_shot"][main_key], 1000),
+        }
+        atomic_write_json(result_path, results)
+        r = results["runs"][name]
+        print(
+            f"[{name}] {r['steps']} steps: R²(θ0) {r['r2_at_100']:.3f} @100, "
+            f"{r['r2_at_1000']:.3f} @1000; instrument-id {ev['instrument_accuracy']}",
+            flush=True,
+        )
+
+    for v in chosen:
+        over = dict(cfg["variants"][v] or {})
+        run(v, replace(base, model_overrides=over), "dual")
+    if not args.skip_single:
+        beside = cfg["single_beside"]
+        steps = results["runs"][beside]["steps"]
+        single = replace(base, single_latent=True)
+        run("single_equal_time", single, "single, equal wall-clock")
+        run(
+            "single_equal_steps",
+            replace(single, max_steps=steps, max_minutes=None, max_epochs=10_000),
+            f"single, {steps} steps as {beside}",
+        )
+    beside = cfg["single_beside"]
+    if beside in results["runs"]:
+        results["goals"] = lightcurve_separation_goals(results["runs"], beside)
+        for name, g in results["goals"].items():
+            print(f"{name}: {g['value']:.3f} ({'met' if g['met'] else 'NOT met'})")
+    atomic_write_json(result_path, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""Issue 10: the separation metrics (known answers) and the levers that target it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from whatsreal.evaluate.probes import ProbeSettings
+from whatsreal.evaluate.separation import (
+    SeparationSettings,
+    border_noise_features,
+    condition_table,
+    cross_survey_transfer,
+    evaluate_separation,
+    pool_context,
+    separation_figure,
+    separation_goals,
+    survey_identity,
+)
+from whatsreal.models.contrastive import multi_positive_info_nce, reverse_gradient
+from whatsreal.models.counterfactual import agreement_loss, build_counterfactual_model
+from whatsreal.pairing import build_pairing
+from whatsreal.sampling import ViewDataset, collate_views, sky_context_rows
+from whatsreal.store import ObservationStore
+
+from .conftest import write_image_store
+
+FAST = ProbeSettings(steps=100, hidden=(64, 32))
+
+
+def test_survey_identity_of_a_one_hot_latent_is_one_and_of_a_shuffled_latent_is_chance():
+    rng = np.random.default_rng(0)
+    s_tr, s_te = rng.integers(0, 2, 600), rng.integers(0, 2, 400)
+    noise = lambda n: rng.normal(size=(n, 6))  # noqa: E731
+    one_hot = lambda s, n: np.concatenate([np.eye(2)[s], noise(n)], 1)  # noqa: E731
+    got = survey_identity(one_hot(s_tr, 600), s_tr, one_hot(s_te, 400), s_te, FAST)
+    assert got["accuracy"] == 1.0
+    # the same latents with the survey labels shuffled carry no survey information
+    x_tr, x_te = one_hot(rng.permutation(s_tr), 600), one_hot(rng.permutation(s_te), 400)
+    shuffled = survey_identity(x_tr, s_tr, x_te, s_te, FAST)
+    assert abs(shuffled["accuracy"] - 0.5) < 0.1
+    assert shuffled["chance"] == pytest.approx(np.bincount(s_te).max() / 400)
+
+
+def test_a_perfect_embedding_transfers_across_surveys_and_a_survey_specific_one_does_not():
+    rng = np.random.default_rng(1)
+    y = {"mag_i": rng.normal(size=1500), "e1": rng.normal(size=1500)}
+    z = np.stack([y["mag_i"], y["e1"], rng.normal(size=1500)], 1)
+    te = slice(1000, 1500)
+    src, dst = slice(0, 500), slice(500, 1000)  # other galaxies in the other survey
+
+    def sub(s):
+        return {k: v[s] for k, v in y.items()}
+
+    same = cross_survey_transfer(z[src], sub(src), z[dst], sub(dst), z[te], sub(te), FAST)
+    for q in same.values():
+        assert q["in_survey"] > 0.9
+        assert abs(q["gap"]) < 0.05
+    # the destination survey writes the same physics with flipped signs: nothing transfers
+    flipped = -z
+    moved = cross_survey_transfer(z[src], sub(src), flipped[dst], sub(dst), flipped[te], sub(te))
+    assert all(q["in_survey"] > 0.9 and q["gap"] > 0.5 for q in moved.values())
+
+
+def test_border_noise_features_read_the_sky_noise():
+    rng = np.random.default_rng(2)
+    sigma = np.array([0.5, 1.0, 2.0, 4.0])
+    flux = rng.normal(size=(50, 4, 32, 32)) * sigma[None, :, None, None]
+    flux[:, :, 10:22, 10:22] += 100.0  # a bright galaxy in the middle does not matter
+    feats = border_noise_features(flux, width=4)
+    assert feats.shape == (50, 4)
+    np.testing.assert_allclose(np.median(feats, 0), np.log10(sigma), atol=0.03)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        border_noise_features(flux[0])
+
+
+def test_pool_context_means_over_the_observation_and_its_real_neighbours():
+    z = np.arange(10.0).reshape(5, 2)
+    got = pool_context(z, np.array([0, 4]), np.array([[1, 2], [-1, -1]]))
+    np.testing.assert_allclose(got, [[2.0, 3.0], [8.0, 9.0]])
+
+
+def test_grouped_info_nce_takes_negatives_from_the_anchors_group_only():
+    torch.manual_seed(0)
+    z = torch.randn(6, 4)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    groups = torch.tensor([0, 1, 0, 1, 0, 1])  # each pair spans both groups
+    got = multi_positive_info_nce(z, labels, 0.5, groups)
+    zn = torch.nn.functional.normalize(z, dim=1)
+    sim = zn @ zn.T / 0.5
+    losses = []
+    for a in range(6):
+        pos = [j for j in range(6) if j != a and labels[j] == labels[a]]
+        den = [j for j in range(6) if j != a and (labels[j] == labels[a] or groups[j] == groups[a])]
+        losses.append(torch.logsumexp(sim[a, den], 0) - torch.logsumexp(sim[a, pos], 0))
+    assert got.item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
+    # a survey offset shared by a group is penalised with group negatives, not without
+    base = torch.randn(3, 8).repeat_interleave(2, 0) + 0.3 * torch.randn(6, 8)
+    offset = torch.zeros(6, 8)
+    offset[groups == 0, 0] = 3.0
+    plain_gain = multi_positive_info_nce(base + offset, labels, 0.5) - multi_positive_info_nce(
+        base, labels, 0.5
+    )
+    grouped_gain = multi_positive_info_nce(
+        base + offset, labels, 0.5, groups
+    ) - multi_positive_info_nce(base, labels, 0.5, groups)
+    assert grouped_gain > plain_gain
+    with pytest.raises(ValueError, match="groups must have shape"):
+        multi_positive_info_nce(z, labels, 0.5, groups[:3])
+
+
+def test_agreement_loss_is_zero_for_equal_latents_one_for_unrelated_and_scale_free():
+    rng = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 8, generator=rng)
+    assert agreement_loss(a, a).item() == pytest.approx(0.0, abs=1e-7)
+    b = torch.randn(4000, 8, generator=rng)
+    assert agreement_loss(a, b).item() == pytest.approx(1.0, abs=0.05)
+    close = a + 0.1 * b
+    assert agreement_loss(10 * close, 10 * a).item() == pytest.approx(
+        agreement_loss(close, a).item(), rel=1e-5
+    )
+
+
+@pytest.fixture
+def sky_store(tmp_path):
+    path = write_image_store(tmp_path / "sky.store", n_sources=300, shape=(2, 16, 16))
+    build_pairing(ObservationStore(path))
+    return ObservationStore(path)
+
+
+def test_sky_context_rows_is_the_samplers_rule(sky_store):
+    views = ViewDataset(sky_store, "train", n_instrument=4)
+    for i in range(0, len(views), 17):
+        d = views.draw(i)
+        want = d["instrument_rows"][d["instrument_rows"] >= 0]
+        got = sky_context_rows(sky_store, [d["anchor_row"]], 4, views.allowed_row)[0]
+        np.testing.assert_array_equal(got[got >= 0], want)
+    ctx = sky_context_rows(sky_store, np.arange(40), 5)
+    real = ctx >= 0
+    assert real.any()
+    rows = np.repeat(np.arange(40)[:, None], 5, 1)
+    assert (sky_store.source_id[ctx[real]] != sky_store.source_id[rows[real]]).all()
+    assert (sky_store.instrument[ctx[real]] == sky_store.instrument[rows[real]]).all()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"physics_negatives": "same_instrument", "instrument_negatives": "same_instrument"},
+        {"agreement_weight": 1.0},
+        {"agreement_weight": 1.0, "hybrid_weight": 0.0},
+    ],
+)
+def test_separation_levers_train(sky_store, one_thread, options):
+    options = {"hybrid_weight": 1.0, **options}
+    model = build_counterfactual_model("tiny", "image", 2, 16, **options)
+    views = ViewDataset(sky_store, "train", n_instrument=3)
+    batch = collate_views(views.__getitems__(list(range(12))))
+    out = model.loss(batch)
+    assert torch.isfinite(out["total"])
+    if options.get("agreement_weight"):
+        assert 0 <= out["agree"].item() < 2
+    out["total"].backward()
+    grad = [p.grad for p in model.physics_encoder.parameters() if p.grad is not None]
+    assert grad and any(g.abs().sum() > 0 for g in grad)
+    if options.get("physics_negatives"):
+        del batch["physics_instrument"]
+        with pytest.raises(KeyError, match="physics_instrument"):
+            model.loss(batch)
+
+
+def test_separation_levers_are_validated():
+    from whatsreal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="physics_negatives"):
+        build_counterfactual_model("tiny", "image", 2, 16, physics_negatives="others")
+    with pytest.raises(ConfigError, match="agreement_weight"):
+        build_counterfactual_model("tiny", "image", 2, 16, agreement_weight=-1)
+
+
+@pytest.fixture(scope="module")
+def galaxy_store(tmp_path_factory):
+    from whatsreal.simulate.galaxies import simulate_galaxies
+
+    path = tmp_path_factory.mktemp("sep") / "gal.store"
+    simulate_galaxies(path, n=400, surveys=("hsc", "legacy"), seed=3, workers=1, progress=False)
+    build_pairing(ObservationStore(path))
+    return ObservationStore(path)
+
+
+def test_evaluate_separation_end_to_end(galaxy_store, tmp_path, one_thread):
+    store = galaxy_store
+    cond = condition_table(store, np.arange(5))
+    assert {"psf_fwhm_g", "depth_z", "sky_sigma_i", "ebv"} <= set(cond)
+    model = build_counterfactual_model("tiny", "image", 4, 48, hybrid_weight=1.0).eval()
+    settings = SeparationSettings(
+        n_probe_train=150,
+        n_test=60,
+        k_context=3,
+        reference_minutes=0.01,
+        reference_backbone="resnet10t",
+        reference_batch=8,
+        probe=FAST,
+        splits={"val": 0.05, "test": 0.3, "seed": 0},
+    )
+    ev = evaluate_separation(store, {"m": model}, model, settings, progress=False)
+    shared = ev["shared"]["per_survey"]
+    assert set(shared) == {"hsc", "legacy"}
+    for ref in ("same_survey_resnet", "cross_predict_resnet", "border_noise"):
+        assert np.isfinite(list(shared["hsc"][ref].values())).all()
+    m = ev["models"]["m"]
+    assert set(m["per_survey"]["legacy"]) == {"physics", "instrument", "instrument_context"}
+    assert 0 <= m["survey_identity"]["physics"]["accuracy"] <= 1
+    assert set(m["transfer"]) == {"hsc->legacy", "legacy->hsc"}
+    results = {"variants": {"m": {"evaluation": m}}, "shared": ev["shared"]}
+    goals = separation_goals(results)["m"]
+    assert all(isinstance(g["met"], bool) for g in goals.values())
+    json.dumps(goals)  # plain types only
+    assert separation_figure(results, tmp_path / "fig.png").stat().st_size > 10_000
+    from whatsreal.report.separation import write_separation_report
+
+    page = write_separation_report(results, tmp_path / "report.html").read_text()
+    assert "Per-survey probes: m" in page and "data:image/png;base64," in page
+    with pytest.raises(ValueError, match="not in"):
+        evaluate_separation(store, {}, None, SeparationSettings(surveys=("hsc", "lsst")))
+
+
+# -- light curves ---------------------------------------------------------------------------
+def test_dual_model_levers_same_instrument_negatives_and_adversary():
+    from whatsreal.errors import ConfigError
+    from whatsreal.models.contrastive import build_contrastive_model
+
+    torch.manual_seed(0)
+    x = torch.randn(24, 1, 32)
+    source = torch.arange(8).repeat_interleave(3)
+    instrument = torch.arange(24) % 4
+    plain = build_contrastive_model("tiny", 1, 32)
+    grouped = build_contrastive_model("tiny", 1, 32, phys_negatives="same_instrument")
+    grouped.load_state_dict(plain.state_dict())
+    a, b = plain.loss(x, source, instrument), grouped.loss(x, source, instrument)
+    assert a["inst"].item() == pytest.approx(b["inst"].item())  # only the star term changes
+    assert a["phys"].item() != pytest.approx(b["phys"].item())
+    adv = build_contrastive_model("tiny", 1, 32, adversary_weight=1.0, n_instruments=4)
+    out = adv.loss(x, source, instrument)
+    assert out["adv"].item() == pytest.approx(np.log(4), rel=0.3)
+    # gradient reversal: the star latent gets exactly the negated classification gradient
+    z = adv.encoder_phys(x).detach().requires_grad_(True)
+    F.cross_entropy(adv.adversary(z), instrument).backward()
+    z2 = adv.encoder_phys(x).detach().requires_grad_(True)
+    F.cross_entropy(adv.adversary(reverse_gradient(z2)), instrument).backward()
+    torch.testing.assert_close(z2.grad, -z.grad)
+    with pytest.raises(ConfigError, match="n_instruments"):
+        build_contrastive_model("tiny", 1, 32, adversary_weight=1.0)
+    with pytest.raises(ConfigError, match="phys_negatives"):
+        build_contrastive_model("tiny", 1, 32, phys_negatives="others")
+
+
+def test_lightcurve_separation_goals_known_answers():
+    from whatsreal.evaluate.lightcurves import lightcurve_separation_goals
+
+    runs = {
+        "dual": {
+            "instrument_accuracy": {"star": 0.08, "instrument": 0.995},
+            "r2_at_100": 0.70,
+            "r2_at_1000": 0.80,
+        },
+        "single_equal_steps": {"r2_at_100": 0.60},
+        "single_equal_time": {"r2_at_100": 0.68},
+    }
+    g = lightcurve_separation_goals(runs, "dual")
+    assert g["star-latent instrument id <= 0.10"]["met"]
+    assert g["instrument-latent instrument id >= 0.99"]["met"]
+    assert not g["star R²(θ0) at 1,000 labels >= 0.85"]["met"]
+    assert g["dual - single at 100 labels, equal steps, >= 0.05"]["value"] == pytest.approx(0.10)
+    assert g["dual - single at 100 labels, equal steps, >= 0.05"]["met"]
+    assert not g["dual - single at 100 labels, equal time, >= 0.05"]["met"]
+
+
+def test_track_trains_the_baseline_for_the_dual_models_steps(tmp_path, one_thread):
+    import json as _json
+
+    from whatsreal.pipelines.lightcurves import run_lightcurve_track, track_config
+
+    cfg = track_config("tiny", umap=False, dual_overrides={"phys_negatives": "same_instrument"})
+    r = run_lightcurve_track(tmp_path / "t", cfg, quiet=True)
+    steps = r["steps"]
+    assert steps["dual"] and steps["single"] == steps["dual"]
+    saved = _json.loads((tmp_path / "t" / "dual" / "model" / "config.json").read_text())
+    assert "same_instrument" in _json.dumps(saved)
+    assert r["equal_steps"] is True
