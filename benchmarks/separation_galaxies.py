@@ -7,8 +7,8 @@ latent (own image, and pooled over the sky context), a random encoder, the borde
 classical anchor and two supervised ResNet references; survey identity from the physics
 latent; cross-survey transfer. Writes ``benchmarks/results/<name>.json`` and a chart.
 
-    python benchmarks/separation_galaxies.py --config configs/separation_galaxies.yaml
-    python benchmarks/separation_galaxies.py --config configs/separation_galaxies.yaml \\
+    python benchmarks/separation_galaxies.py --config configs/benchmarks/separation_galaxies.yaml
+    python benchmarks/separation_galaxies.py --config configs/benchmarks/separation_galaxies.yaml \\
         --variants tuned,agreement --skip-train      # evaluate existing runs
 """
 
@@ -41,7 +41,9 @@ HERE = Path(__file__).parent
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(HERE.parent / "configs/separation_galaxies.yaml"))
+    ap.add_argument(
+        "--config", default=str(HERE.parent / "configs/benchmarks/separation_galaxies.yaml")
+    )
     ap.add_argument("--variants", default="", help="comma-separated subset of the config's")
     ap.add_argument("--minutes", type=float, default=None, help="override the budget")
     ap.add_argument("--name", default=None, help="override results/<name>.json")

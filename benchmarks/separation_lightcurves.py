@@ -2,7 +2,7 @@
 few-shot R²(θ0) of dual-model levers, and the single-latent baseline at equal steps and at
 equal wall-clock beside the chosen variant. Writes ``benchmarks/results/<name>.json``.
 
-    python benchmarks/separation_lightcurves.py --config configs/separation_lightcurves.yaml
+    python benchmarks/separation_lightcurves.py --config configs/benchmarks/separation_lightcurves.yaml
     python benchmarks/separation_lightcurves.py --variants adversary --skip-single
 """
 
@@ -39,7 +39,9 @@ def _at(curve: list[dict], n: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(HERE.parent / "configs/separation_lightcurves.yaml"))
+    ap.add_argument(
+        "--config", default=str(HERE.parent / "configs/benchmarks/separation_lightcurves.yaml")
+    )
     ap.add_argument("--variants", default="", help="comma-separated subset of the config's")
     ap.add_argument("--skip-single", action="store_true", help="do not train the baselines")
     args = ap.parse_args()

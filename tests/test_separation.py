@@ -173,8 +173,23 @@ def test_separation_levers_train(sky_store, one_thread, options):
             model.loss(batch)
 
 
+def test_highpass_instrument_encoder_sees_the_band_minus_its_local_mean(one_thread):
+    from whatsreal.models.counterfactual import ImageTokenEncoder
+
+    torch.manual_seed(0)
+    enc = ImageTokenEncoder(2, 16, 8, backbone="resnet10t", highpass=True).eval()
+    assert enc.backbone.conv1[0].in_channels == 4  # the bands and their high-pass residuals
+    x = torch.randn(3, 2, 16, 16)
+    assert enc(x).shape == (3, enc.n_tokens, 8)
+    model = build_counterfactual_model("tiny", "image", 2, 16, instrument_highpass=True)
+    assert not model.physics_encoder.highpass and model.instrument_encoder.highpass
+
+
 def test_separation_levers_are_validated():
     from whatsreal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="images only"):
+        build_counterfactual_model("tiny", "series", 1, 32, instrument_highpass=True)
 
     with pytest.raises(ConfigError, match="physics_negatives"):
         build_counterfactual_model("tiny", "image", 2, 16, physics_negatives="others")

@@ -53,6 +53,8 @@ class ImageTokenEncoder(nn.Module):
 
     The deepest feature stage whose grid is at least ``min_grid`` x ``min_grid`` is used, so
     a 48x48 ResNet-18 gives a 2x2 map of ``token_dim`` channels = 4 tokens (seed 000 A.1).
+    With ``highpass`` the backbone also sees each band minus its 3x3 local mean, the part of
+    the image where pixel noise and the PSF core live (an option for instrument encoders).
     """
 
     def __init__(
@@ -62,9 +64,13 @@ class ImageTokenEncoder(nn.Module):
         token_dim: int = 16,
         backbone: str = "resnet18",
         min_grid: int = 2,
+        highpass: bool = False,
     ) -> None:
         super().__init__()
         import timm
+
+        self.highpass = bool(highpass)
+        in_channels = in_channels * (2 if self.highpass else 1)
 
         probe = timm.create_model(
             backbone, pretrained=False, in_chans=in_channels, features_only=True
@@ -91,6 +97,9 @@ class ImageTokenEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> tokens (N, n_tokens, token_dim)."""
+        if self.highpass:
+            local = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+            x = torch.cat([x, x - local], dim=1)
         h = self.proj(self.backbone(x)[-1])
         return h.flatten(2).transpose(1, 2)
 
@@ -253,6 +262,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         physics_negatives: str = "all",
         instrument_negatives: str = "all",
         agreement_weight: float = 0.0,
+        instrument_highpass: bool = False,
     ) -> None:
         super().__init__()
         self.config = copy.deepcopy(constructor_args(CounterfactualModel, locals()))
@@ -268,6 +278,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         ):
             if value not in ("all", "same_instrument"):
                 raise ConfigError(f"{key} must be 'all' or 'same_instrument'; got {value!r}")
+        if instrument_highpass and modality != "image":
+            raise ConfigError("instrument_highpass applies to images only (modality 'image')")
         if agreement_weight < 0:
             raise ConfigError(f"agreement_weight must be >= 0; got {agreement_weight}")
         self.physics_negatives, self.instrument_negatives = physics_negatives, instrument_negatives
@@ -300,7 +312,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         dec = dict(decoder or {})
         if modality == "image":
             self.physics_encoder = ImageTokenEncoder(in_channels, size, token_dim, **enc)
-            self.instrument_encoder = ImageTokenEncoder(in_channels, size, token_dim, **enc)
+            self.instrument_encoder = ImageTokenEncoder(
+                in_channels, size, token_dim, highpass=instrument_highpass, **enc
+            )
             self.decoder: nn.Module = ImageFlowDecoder(in_channels, size, token_dim, **dec)
         else:
             self.physics_encoder = SeriesTokenEncoder(in_channels, token_dim, **enc)
