@@ -2,7 +2,7 @@
 few-shot R²(θ0) of dual-model levers, and the single-latent baseline at equal steps and at
 equal wall-clock beside the chosen variant. Writes ``benchmarks/results/<name>.json``.
 
-    python benchmarks/separation_lightcurves.py      # configs/benchmarks/separation_lightcurves.yaml
+    python benchmarks/separation_lightcurves.py  # configs/benchmarks/separation_lightcurves.yaml
     python benchmarks/separation_lightcurves.py --variants adversary --skip-single
 """
 
