@@ -385,8 +385,9 @@ def separation_galaxies(r: dict) -> list[str]:
     evaluated = {v: e for v, e in r["variants"].items() if e.get("evaluation")}
     lines = [
         f"`cpu` preset on simulated HSC × Legacy galaxies, {r['minutes_per_variant']:g} min of "
-        "training per variant on this machine, each variant one change against `tuned` "
-        "(issue 5's kept levers). Probes (seed-000 MLP) are trained on "
+        "training per variant on this machine; from `tuned` (issue 5's kept levers) each "
+        "variant makes one change against the row above it, except `highpass`, which is one "
+        "change against `same_survey_negatives`. Probes (seed-000 MLP) are trained on "
         f"{shared['n_probe_train']:,} training galaxies and scored on {shared['n_test']:,} "
         "held-out ones, **within one survey**: a survey's own observing conditions from its "
         "own observations (seed 000 Fig. 5). *instrument latent (+ context)* is the mean of "
@@ -397,14 +398,16 @@ def separation_galaxies(r: dict) -> list[str]:
         f"was trained for {r['config']['evaluation'].get('reference_minutes')} min (shorter "
         "than the models: see the notes).",
         "",
-        "| variant | overrides | steps | top-1 | recall@10 | survey id from physics "
+        "| variant | overrides | steps trained / planned | top-1 | recall@10 | survey id from "
+        "physics "
         "latent (chance 0.5) | worst transfer gap |",
         "|---|---|---|---|---|---|---|",
     ]
     for v, e in evaluated.items():
         ev = e["evaluation"]
         gap = max(q["gap"] for t in ev["transfer"].values() for q in t.values())
-        steps = e.get("training", {}).get("max_steps", "")
+        t = e.get("training", {})
+        steps = f"{t.get('steps_trained', '?')} / {t.get('max_steps', '?')}"
         lines.append(
             f"| {v} | `{json.dumps(e['overrides'])}` | {steps} | "
             f"{ev['retrieval']['top1']:.3f} | {ev['retrieval']['recall@10']:.3f} | "

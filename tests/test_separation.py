@@ -202,7 +202,7 @@ def galaxy_store(tmp_path_factory):
     from whatsreal.simulate.galaxies import simulate_galaxies
 
     path = tmp_path_factory.mktemp("sep") / "gal.store"
-    simulate_galaxies(path, n=400, surveys=("hsc", "legacy"), seed=3, workers=1, progress=False)
+    simulate_galaxies(path, n=240, surveys=("hsc", "legacy"), seed=3, workers=1, progress=False)
     build_pairing(ObservationStore(path))
     return ObservationStore(path)
 
@@ -213,8 +213,8 @@ def test_evaluate_separation_end_to_end(galaxy_store, tmp_path, one_thread):
     assert {"psf_fwhm_g", "depth_z", "sky_sigma_i", "ebv"} <= set(cond)
     model = build_counterfactual_model("tiny", "image", 4, 48, hybrid_weight=1.0).eval()
     settings = SeparationSettings(
-        n_probe_train=150,
-        n_test=60,
+        n_probe_train=100,
+        n_test=40,
         k_context=3,
         reference_minutes=0.01,
         reference_backbone="resnet10t",

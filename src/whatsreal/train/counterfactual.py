@@ -447,9 +447,23 @@ def fit_within_minutes(
     info = {
         "seconds_per_step_probe": step_s,
         "max_steps": max_steps,
+        "steps_trained": logged_steps(out_dir),
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
     return model, info
+
+
+def logged_steps(run_dir: str | Path) -> int | None:
+    """Optimizer steps a run took, from its CSV log: the last logged step + 1, so exact to
+    within the logging interval (10 steps)."""
+    import csv
+
+    path = Path(run_dir) / "logs" / "metrics.csv"
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("step")]
+    return max(steps) + 1 if steps else 0
 
 
 def _multi_device(cfg: CounterfactualTrainConfig) -> bool:
