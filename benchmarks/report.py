@@ -504,7 +504,8 @@ def separation_lightcurves(r: dict) -> list[str]:
         )
     goals = r.get("goals", {})
     if goals:
-        lines += ["", "| goal | value | |", "|---|---|---|"]
+        lines += ["", f"Goals (issue 10), judged for `{r.get('goals_for')}`:", ""]
+        lines += ["| goal | value | |", "|---|---|---|"]
         for name, g in goals.items():
             lines.append(f"| {name} ({g['goal']}) | {g['value']:.3f} | {_yes(g['met'])} |")
     return lines

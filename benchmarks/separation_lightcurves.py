@@ -44,6 +44,10 @@ def main() -> None:
     )
     ap.add_argument("--variants", default="", help="comma-separated subset of the config's")
     ap.add_argument("--skip-single", action="store_true", help="do not train the baselines")
+    ap.add_argument(
+        "--singles-only", action="store_true", help="train only the baselines (beside a run)"
+    )
+    ap.add_argument("--goals-only", action="store_true", help="recompute the goals, train nothing")
     args = ap.parse_args()
     cfg = load_config(args.config)
     store_path = Path(cfg["store"])
@@ -54,11 +58,16 @@ def main() -> None:
     base = ContrastiveTrainConfig(**cfg["train"], max_minutes=minutes)
     settings = LightCurveEvalSettings(**cfg.get("evaluation", {}))
     chosen = [v for v in args.variants.split(",") if v] or list(cfg["variants"])
+    unknown = sorted(set(chosen) - set(cfg["variants"]))
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; the config has {sorted(cfg['variants'])}")
     result_path = HERE / "results" / f"{cfg['name']}.json"
     results = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    command = " ".join(["python", "benchmarks/separation_lightcurves.py", *sys.argv[1:]])
+    if not args.goals_only:  # the command that trained the runs stays the one quoted
+        results["command"] = command
     results.update(
         {
-            "command": " ".join(["python", "benchmarks/separation_lightcurves.py", *sys.argv[1:]]),
             "config": cfg,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "torch": torch.__version__,
@@ -94,11 +103,13 @@ def main() -> None:
             flush=True,
         )
 
-    for v in chosen:
+    for v in [] if args.singles_only or args.goals_only else chosen:
         over = dict(cfg["variants"][v] or {})
         run(v, replace(base, model_overrides=over), "dual")
-    if not args.skip_single:
+    if not (args.skip_single or args.goals_only):
         beside = cfg["single_beside"]
+        if beside not in results["runs"]:
+            raise SystemExit(f"single_beside: {beside!r} has not been run; run it first")
         steps = results["runs"][beside]["steps"]
         single = replace(base, single_latent=True)
         run("single_equal_time", single, "single, equal wall-clock")
@@ -107,9 +118,10 @@ def main() -> None:
             replace(single, max_steps=steps, max_minutes=None, max_epochs=10_000),
             f"single, {steps} steps as {beside}",
         )
-    beside = cfg["single_beside"]
-    if beside in results["runs"]:
-        results["goals"] = lightcurve_separation_goals(results["runs"], beside)
+    judged = cfg.get("goals_for", cfg["single_beside"])
+    if judged in results["runs"]:
+        results["goals_for"] = judged
+        results["goals"] = lightcurve_separation_goals(results["runs"], judged)
         for name, g in results["goals"].items():
             print(f"{name}: {g['value']:.3f} ({'met' if g['met'] else 'NOT met'})")
     atomic_write_json(result_path, results)

@@ -242,6 +242,9 @@ def test_evaluate_separation_end_to_end(galaxy_store, tmp_path, one_thread):
     assert "Per-survey probes: m" in page and "data:image/png;base64," in page
     with pytest.raises(ValueError, match="not in"):
         evaluate_separation(store, {}, None, SeparationSettings(surveys=("hsc", "lsst")))
+    tiny_split = SeparationSettings(splits={"val": 0.05, "test": 0.01, "seed": 0})
+    with pytest.raises(ValueError, match="at least 10"):
+        evaluate_separation(store, {}, None, tiny_split)
 
 
 # -- light curves ---------------------------------------------------------------------------

@@ -509,6 +509,12 @@ def evaluate_separation(
         raise ValueError(f"surveys {missing} not in {store.path}; it has {store.instruments}")
     sets = _galaxy_sets(store, s)
     n_tr, n_te = len(sets["train"]), len(sets["test"])
+    if min(n_tr, n_te) < 10:
+        raise ValueError(
+            f"{store.path}: only {n_tr} training and {n_te} test galaxies are seen by every "
+            f"survey of {list(s.surveys)}; the probes need at least 10 each (more sources, "
+            "or surveys that overlap)"
+        )
     say(f"{n_tr} probe-train and {n_te} test galaxies seen by {', '.join(s.surveys)}")
     rows = {
         name: np.concatenate([sets["train"][:, j], sets["test"][:, j]])
