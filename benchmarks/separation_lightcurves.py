@@ -69,8 +69,11 @@ def main() -> None:
     results.update(
         {
             "config": cfg,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-            "torch": torch.__version__,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "torch": torch.__version__,
+            },
         }
     )
     results.setdefault("runs", {})

@@ -33,7 +33,7 @@ def write_separation_report(results: Mapping[str, Any], path: str | Path) -> Pat
         rows.append(
             [
                 v,
-                json.dumps(results["variants"][v]["overrides"]),
+                json.dumps(results["variants"][v].get("overrides", {})),
                 ev["retrieval"]["top1"],
                 ev["survey_identity"]["physics"]["accuracy"],
                 gap,
