@@ -139,6 +139,8 @@ def probe_r2(
 ) -> dict[str, float]:
     """Test R² of the seed-000 MLP probe for every parameter (one probe per parameter)."""
     names = list(y_train)
+    if not names:
+        return {}
     ens = fit_probes(
         [z_train] * len(names), [y_train[n] for n in names], settings=settings, seed=seed
     )

@@ -33,11 +33,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from whatsreal.evaluate.galaxies import paired_rows, split_sources, truth_table
+from whatsreal.evaluate.galaxies import paired_rows, probe_r2, split_sources, truth_table
 from whatsreal.evaluate.probes import (
     ProbeSettings,
     classification_accuracy,
-    fit_probes,
     r2_score,
 )
 from whatsreal.infer.embed import embed_rows
@@ -56,7 +55,6 @@ __all__ = [
     "evaluate_separation",
     "fig5_figure",
     "linear_r2",
-    "per_feature_r2",
     "pool_context",
     "predict_reference",
     "separation_figure",
@@ -173,25 +171,6 @@ def pool_context(z: np.ndarray, own: np.ndarray, context: np.ndarray) -> np.ndar
 
 
 # --------------------------------------------------------------------------- probes
-def per_feature_r2(
-    x_train: np.ndarray,
-    y_train: Mapping[str, np.ndarray],
-    x_test: np.ndarray,
-    y_test: Mapping[str, np.ndarray],
-    settings: ProbeSettings | None = None,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Test R² of the seed-000 MLP probe for every target (one probe each, trained at once)."""
-    names = list(y_train)
-    if not names:
-        return {}
-    ens = fit_probes(
-        [x_train] * len(names), [y_train[n] for n in names], settings=settings, seed=seed
-    )
-    pred = ens.predict(x_test)
-    return {n: r2_score(y_test[n], pred[i]) for i, n in enumerate(names)}
-
-
 def linear_r2(
     x_train: np.ndarray,
     y_train: Mapping[str, np.ndarray],
@@ -250,8 +229,8 @@ def cross_survey_transfer(
     """ "Label in one survey, infer in another": a probe trained on the source survey's
     latents and one trained on the destination's, both scored on the destination's test set.
     Returns {param: {"in_survey", "transfer", "gap"}} (gap = in_survey - transfer)."""
-    own = per_feature_r2(x_dst_train, y_dst_train, x_dst_test, y_dst_test, settings, seed)
-    moved = per_feature_r2(x_src_train, y_src_train, x_dst_test, y_dst_test, settings, seed)
+    own = probe_r2(x_dst_train, y_dst_train, x_dst_test, y_dst_test, settings, seed)
+    moved = probe_r2(x_src_train, y_src_train, x_dst_test, y_dst_test, settings, seed)
     return {k: {"in_survey": own[k], "transfer": moved[k], "gap": own[k] - moved[k]} for k in own}
 
 
@@ -526,7 +505,7 @@ def evaluate_separation(
 
     def probes_for(feats: np.ndarray, name: str) -> dict[str, float]:
         y_tr, y_te = _split_targets(y[name], n_tr)
-        return per_feature_r2(feats[:n_tr], y_tr, feats[n_tr:], y_te, probe, s.seed)
+        return probe_r2(feats[:n_tr], y_tr, feats[n_tr:], y_te, probe, s.seed)
 
     shared: dict[str, Any] = {
         "surveys": list(s.surveys),
