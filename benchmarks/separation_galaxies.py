@@ -10,6 +10,7 @@ latent; cross-survey transfer. Writes ``benchmarks/results/<name>.json`` and a c
     python benchmarks/separation_galaxies.py --config configs/benchmarks/separation_galaxies.yaml
     python benchmarks/separation_galaxies.py --config configs/benchmarks/separation_galaxies.yaml \\
         --variants tuned,agreement --skip-train      # evaluate existing runs
+    python benchmarks/separation_galaxies.py --variants NEW --reuse-shared  # one new lever
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def main() -> None:
     ap.add_argument("--name", default=None, help="override results/<name>.json")
     ap.add_argument("--skip-train", action="store_true", help="evaluate existing runs")
     ap.add_argument("--train-only", action="store_true", help="train, do not evaluate")
+    ap.add_argument(
+        "--reuse-shared",
+        action="store_true",
+        help="keep the references of the previous results instead of retraining them",
+    )
     args = ap.parse_args()
 
     cfg = load_config(args.config)
@@ -80,6 +86,9 @@ def main() -> None:
         "minutes_per_variant": minutes,
         "variants": dict(previous.get("variants", {})),
     }
+    for key in ("shared", "goals"):  # kept until this run re-evaluates them
+        if key in previous:
+            results[key] = previous[key]
     models = {}
     for v in chosen:
         over = variants[v] or {}
@@ -111,7 +120,10 @@ def main() -> None:
     settings = SeparationSettings(**cfg.get("evaluation", {}))
     torch.manual_seed(0)
     random_model = build_for_store(store, base).eval()
-    evaluation = evaluate_separation(store, models, random_model, settings)
+    shared = previous.get("shared") if args.reuse_shared else None
+    if args.reuse_shared and not shared:
+        raise SystemExit(f"--reuse-shared: {result_path} holds no shared references yet")
+    evaluation = evaluate_separation(store, models, random_model, settings, shared=shared)
     for v in chosen:
         results["variants"][v]["evaluation"] = evaluation["models"][v]
     results["shared"] = evaluation["shared"]

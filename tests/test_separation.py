@@ -153,6 +153,9 @@ def test_sky_context_rows_is_the_samplers_rule(sky_store):
         {"physics_negatives": "same_instrument", "instrument_negatives": "same_instrument"},
         {"agreement_weight": 1.0},
         {"agreement_weight": 1.0, "hybrid_weight": 0.0},
+        {"instrument_positives": "set_halves", "instrument_negatives": "same_instrument"},
+        {"disentangle_weight": 1.0},
+        {"disentangle_weight": 1.0, "hybrid_weight": 0.0},
     ],
 )
 def test_separation_levers_train(sky_store, one_thread, options):
@@ -164,13 +167,37 @@ def test_separation_levers_train(sky_store, one_thread, options):
     assert torch.isfinite(out["total"])
     if options.get("agreement_weight"):
         assert 0 <= out["agree"].item() < 2
+    if options.get("disentangle_weight"):
+        assert 0 < out["disent"].item() < 10
     out["total"].backward()
+    if options.get("disentangle_weight"):  # the head learns (the encoder sees it reversed)
+        assert any(p.grad.abs().sum() > 0 for p in model.disentangler.parameters())
     grad = [p.grad for p in model.physics_encoder.parameters() if p.grad is not None]
     assert grad and any(g.abs().sum() > 0 for g in grad)
     if options.get("physics_negatives"):
         del batch["physics_instrument"]
         with pytest.raises(KeyError, match="physics_instrument"):
             model.loss(batch)
+
+
+def test_set_halves_pair_the_two_halves_of_each_items_context():
+    from whatsreal.models.counterfactual import _set_halves
+
+    anchor = torch.tensor([[0.0, 0.0], [10.0, 10.0], [5.0, 5.0]])
+    views = torch.tensor(
+        [
+            [[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]],
+            [[20.0, 20.0], [0.0, 0.0], [0.0, 0.0]],
+            [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]],
+        ]
+    ).view(3, 3, 1, 2)
+    mask = torch.tensor([[True, True, True], [True, False, False], [False, False, False]])
+    first, second, labels, groups = _set_halves(anchor, views, mask, torch.tensor([0, 1, 1]))
+    # slots: anchor, v1, v2, v3 -> first half {anchor, v2}, second {v1, v3}
+    assert torch.allclose(first, torch.tensor([[1.0, 1.0], [10.0, 10.0]]))
+    assert torch.allclose(second, torch.tensor([[2.0, 2.0], [20.0, 20.0]]))
+    assert labels.tolist() == [0, 1, 0, 1]  # the item without views is left out
+    assert groups.tolist() == [0, 1, 0, 1]
 
 
 def test_highpass_instrument_encoder_sees_the_band_minus_its_local_mean(one_thread):
@@ -195,6 +222,10 @@ def test_separation_levers_are_validated():
         build_counterfactual_model("tiny", "image", 2, 16, physics_negatives="others")
     with pytest.raises(ConfigError, match="agreement_weight"):
         build_counterfactual_model("tiny", "image", 2, 16, agreement_weight=-1)
+    with pytest.raises(ConfigError, match="disentangle_weight"):
+        build_counterfactual_model("tiny", "image", 2, 16, disentangle_weight=-0.5)
+    with pytest.raises(ConfigError, match="instrument_positives"):
+        build_counterfactual_model("tiny", "image", 2, 16, instrument_positives="pairs")
 
 
 @pytest.fixture(scope="module")

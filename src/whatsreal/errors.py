@@ -15,3 +15,23 @@ class StoreFormatError(WhatsrealError, OSError):
 
 class ConfigError(WhatsrealError, ValueError):
     """A configuration key or value is unknown or malformed."""
+
+
+class StoreCorruptError(StoreFormatError):
+    """A store file fails its checksum, or holds values its writer never wrote (NaN flux)."""
+
+
+class ModelFileError(WhatsrealError, OSError):
+    """Saved model files (config.json, weights) are missing, truncated or corrupt."""
+
+
+class NonFiniteError(WhatsrealError, ValueError):
+    """A training loss or a model's weights hold NaN or inf; training stopped, nothing was saved."""
+
+
+class QueryError(WhatsrealError, ValueError):
+    """A search query is unusable: an unknown id, a cutout of the wrong bands or shape."""
+
+
+class IndexFormatError(WhatsrealError, OSError):
+    """A search index or embeddings file is missing, empty, stale or unreadable."""

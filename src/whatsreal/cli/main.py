@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,7 +28,48 @@ def _angle(text: str):
         q = q.value * u.arcsec
     if q.unit.physical_type != "angle":
         raise argparse.ArgumentTypeError(f"{text!r} is not an angle (try '3arcmin')")
+    from whatsreal.pairing.sky import angle_arcsec
+
+    try:
+        angle_arcsec(q, "radius")  # finite, > 0 and < 180 deg, before anything is read
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return q
+
+
+def _count(text: str) -> int:
+    """An integer >= 1 (a number of things, where 0 makes no sense)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A random seed: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed must be >= 0; got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    """A finite number > 0 (a size or a duration)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text}")
+    return value
 
 
 def _store_info(args: argparse.Namespace) -> int:
@@ -70,6 +113,15 @@ def _store_info(args: argparse.Namespace) -> int:
         f"written by whatsreal {s.provenance['whatsreal_version']} at {s.provenance['created_utc']}"
     )
     return 0
+
+
+def _store_verify(args: argparse.Namespace) -> int:
+    from whatsreal.store import verify_store
+
+    report = verify_store(args.store)
+    for line in report.lines():
+        print(line)
+    return 0 if report.ok else 1
 
 
 def _pair(args: argparse.Namespace) -> int:
@@ -191,8 +243,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _counterfactual(args: argparse.Namespace) -> int:
     import whatsreal
-    from whatsreal.infer.counterfactual import counterfactual_views, write_fits, write_hdf5
+    from whatsreal.infer.counterfactual import (
+        check_fits_folder,
+        counterfactual_views,
+        write_fits,
+        write_hdf5,
+    )
 
+    if args.fits:
+        check_fits_folder(args.fits, overwrite=args.overwrite)  # before any sampling
     model = whatsreal.load(args.model)
     result = counterfactual_views(
         model,
@@ -209,8 +268,106 @@ def _counterfactual(args: argparse.Namespace) -> int:
     out = write_hdf5(result, args.out)
     print(f"wrote {len(result.source_id)} sources x {args.n_samples} samples -> {out}")
     if args.fits:
-        paths = write_fits(result, args.fits)
+        paths = write_fits(result, args.fits, overwrite=args.overwrite)
         print(f"wrote {len(paths)} FITS files -> {args.fits}")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from whatsreal.infer.embed import embed_store
+
+    out = embed_store(
+        args.model,
+        args.store,
+        args.out,
+        batch_size=args.batch_size,
+        part_rows=args.part_rows,
+        device=args.device,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+        bf16=args.bf16,
+    )
+    print(f"wrote embeddings -> {out}")
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from whatsreal.search import SearchIndex, build_index
+
+    spaces = args.space.split(",") if args.space else None
+    out = build_index(
+        args.embeddings,
+        args.out,
+        spaces=spaces,
+        kind=args.kind,
+        exact_max=args.exact_max,
+        nlist=args.nlist,
+        nprobe=args.nprobe,
+    )
+    for space in spaces or sorted(p.stem for p in out.glob("*.json")):
+        idx = SearchIndex(out, space)
+        print(f"{space}: {idx.meta['kind']} index of {idx.count} vectors ({idx.meta['params']})")
+    print(f"index -> {out}")
+    return 0
+
+
+def _print_rows(title: str, rows: list[dict], value: str, as_json: bool, extra: dict) -> None:
+    """A rich table of search/anomaly rows, or JSON with ``--json``."""
+    import json
+
+    if as_json:
+        print(json.dumps({**extra, "results": rows}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = ["rank", "source_id", "instrument", "obs_id", "ra", "dec", value]
+    cols = [c for c in cols if not rows or c in rows[0]]
+    table = Table(*cols, title=title)
+    for r in rows:
+        cells = (f"{r[c]:.5f}" if c in ("ra", "dec") else str(r[c]) for c in cols[:-1])
+        table.add_row(*cells, f"{r[value]:.4g}")
+    Console().print(table)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from whatsreal.search import SearchIndex, contact_sheet, search_by_file, search_by_id
+
+    index = SearchIndex(args.index, args.space)
+    index.vector_index.apply_params(nprobe=args.nprobe)
+    if args.query_file:
+        result = search_by_file(index, args.query_file, k=args.k, model_dir=args.model)
+    else:
+        result = search_by_id(index, args.query, k=args.k, instrument=args.instrument)
+    q = result.query
+    title = (
+        f"{result.space} neighbours of source {q['source_id']} ({q['instrument']}, "
+        f"obs {q['obs_id']})"
+        if q["kind"] == "id"
+        else f"{result.space} neighbours of {q['file']}"
+    )
+    _print_rows(
+        title, result.neighbours, "distance", args.json, {"space": result.space, "query": q}
+    )
+    if args.sheet:
+        query_flux = None
+        if args.query_file:
+            from whatsreal.search import read_cutout
+
+            meta = index.embeddings.meta
+            query_flux, _ = read_cutout(args.query_file, tuple(meta["shape"]), meta["bands"])
+        out = contact_sheet(index, result, args.sheet, query_flux=query_flux)
+        print(f"contact sheet -> {out}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _anomalies(args: argparse.Namespace) -> int:
+    from whatsreal.search import SearchIndex, top_anomalies
+
+    index = SearchIndex(args.index, args.space)
+    rows = top_anomalies(index, method=args.method, top=args.top, k=args.k, seed=args.seed)
+    title = f"top {len(rows)} {args.method} anomalies in the {index.space} space"
+    _print_rows(title, rows, "score", args.json, {"space": index.space, "method": args.method})
     return 0
 
 
@@ -229,6 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     info = store_sub.add_parser("info", help="summarise a store: instruments, sources, truth")
     info.add_argument("store", help="store folder")
     info.set_defaults(handler=_store_info)
+    verify = store_sub.add_parser(
+        "verify", help="read every chunk of a store, check checksums; exit 1 if damaged"
+    )
+    verify.add_argument("store", help="store folder")
+    verify.set_defaults(handler=_store_verify)
 
     pair = sub.add_parser("pair", help="compute the per-instrument sky neighbour graph of a store")
     pair.add_argument("store", help="store folder (with ra/dec)")
@@ -243,19 +405,19 @@ def build_parser() -> argparse.ArgumentParser:
     lc = sim_sub.add_parser("lightcurves", help="seed-001 light curves (stars x instruments)")
     lc.add_argument("--out", required=True, help="store folder to create")
     lc.add_argument("--preset", default="paper", help="paper (40,000 curves), demo or tiny")
-    lc.add_argument("--n", type=int, help="number of light curves (overrides the preset)")
-    lc.add_argument("--stars", type=int, help="number of stars (overrides the preset)")
-    lc.add_argument("--seed", type=int, default=0)
+    lc.add_argument("--n", type=_count, help="number of light curves (overrides the preset)")
+    lc.add_argument("--stars", type=_count, help="number of stars (overrides the preset)")
+    lc.add_argument("--seed", type=_seed, default=0)
     lc.add_argument("--overwrite", action="store_true", help="replace an existing store")
     lc.set_defaults(handler=_simulate_lightcurves)
     gal = sim_sub.add_parser(
         "galaxies", help="GalSim galaxies seen by HSC-, Legacy- and LSST-like surveys"
     )
     gal.add_argument("--out", help="store folder to create")
-    gal.add_argument("--n", type=int, default=20_000, help="sources, each seen by every survey")
+    gal.add_argument("--n", type=_count, default=20_000, help="sources, each seen by every survey")
     gal.add_argument("--surveys", default="hsc,legacy,lsst", help="comma-separated presets")
-    gal.add_argument("--seed", type=int, default=0)
-    gal.add_argument("--workers", type=int, help="processes (default: all cores)")
+    gal.add_argument("--seed", type=_seed, default=0)
+    gal.add_argument("--workers", type=_count, help="processes (default: all cores)")
     gal.add_argument("--mmu-out", help="also write the Multimodal-Universe-like HDF5 layout here")
     gal.add_argument("--figure", help="write the docs figure (PNG) here instead of a store")
     gal.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -276,16 +438,72 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--model", required=True, help="model folder (a run's <out>/model)")
     cf.add_argument("--store", required=True, help="store folder")
     cf.add_argument("--to", required=True, help="target instrument name")
-    cf.add_argument("--n-samples", type=int, default=8, help="posterior samples (default 8)")
+    cf.add_argument("--n-samples", type=_count, default=8, help="posterior samples (default 8)")
     cf.add_argument("--solver", default="heun", help="euler, heun, midpoint or dopri5")
-    cf.add_argument("--nfe", type=int, default=20, help="network evaluations (default 20)")
+    cf.add_argument("--nfe", type=_count, default=20, help="network evaluations (default 20)")
     cf.add_argument("--split", help="only sources of this split (train, val, test)")
-    cf.add_argument("--limit", type=int, help="at most this many sources")
-    cf.add_argument("--seed", type=int, default=0)
+    cf.add_argument("--limit", type=_count, help="at most this many sources")
+    cf.add_argument("--seed", type=_seed, default=0)
     cf.add_argument("--out", default="counterfactuals.h5", help="HDF5 output file")
     cf.add_argument("--fits", help="also write one FITS file per source into this folder")
+    cf.add_argument("--overwrite", action="store_true", help="replace an existing --fits export")
     cf.add_argument("--quiet", action="store_true", help="no progress bar")
     cf.set_defaults(handler=_counterfactual)
+
+    emb = sub.add_parser(
+        "embed", help="embed every store observation: both latents, ids, instrument, ra/dec"
+    )
+    emb.add_argument("--model", required=True, help="model folder (a run's <out>/model)")
+    emb.add_argument("--store", required=True, help="store folder")
+    emb.add_argument("--out", required=True, help="Parquet file to write (resumable)")
+    emb.add_argument("--batch-size", type=_count, default=256, help="rows per forward pass")
+    emb.add_argument(
+        "--part-rows", type=_count, default=8192, help="rows per resumable part (default 8192)"
+    )
+    emb.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    emb.add_argument("--bf16", action="store_true", help="bf16 autocast (faster, not exact)")
+    emb.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    emb.add_argument("--quiet", action="store_true", help="no progress bar")
+    emb.set_defaults(handler=_embed)
+
+    ix = sub.add_parser("index", help="build FAISS indexes of an embeddings file, beside it")
+    ix.add_argument("embeddings", help="embeddings Parquet file from `whatsreal embed`")
+    ix.add_argument("--out", help="index folder (default: <embeddings>.index beside it)")
+    ix.add_argument("--space", help="comma-separated spaces (default: all in the file)")
+    ix.add_argument(
+        "--kind",
+        default="auto",
+        choices=["auto", "flat", "ivf", "hnsw"],
+        help="auto: exact up to --exact-max vectors, IVF above",
+    )
+    ix.add_argument("--exact-max", type=_count, default=100_000, help="auto's exact limit")
+    ix.add_argument("--nlist", type=_count, help="IVF cells (default 4 sqrt(N))")
+    ix.add_argument("--nprobe", type=_count, help="IVF cells read per query (default nlist/100)")
+    ix.set_defaults(handler=_index)
+
+    se = sub.add_parser("search", help="nearest neighbours of an object or a FITS cutout")
+    se.add_argument("--index", required=True, help="index folder from `whatsreal index`")
+    what = se.add_mutually_exclusive_group(required=True)
+    what.add_argument("--query", type=int, help="source_id of an embedded observation")
+    what.add_argument("--query-file", help="FITS cutout, in the store's units and shape")
+    se.add_argument("--instrument", help="with --query: which instrument's observation")
+    se.add_argument("--space", help="physics, instrument or latent (default physics)")
+    se.add_argument("-k", type=_count, default=10, help="neighbours (default 10)")
+    se.add_argument("--model", help="with --query-file: model folder, if it moved")
+    se.add_argument("--nprobe", type=_count, help="IVF cells read (overrides the index's)")
+    se.add_argument("--sheet", help="also write a contact-sheet PNG of the neighbours")
+    se.add_argument("--json", action="store_true", help="machine-readable output")
+    se.set_defaults(handler=_search)
+
+    an = sub.add_parser("anomalies", help="most anomalous observations in a latent space")
+    an.add_argument("--index", required=True, help="index folder from `whatsreal index`")
+    an.add_argument("--space", help="physics, instrument or latent (default physics)")
+    an.add_argument("--method", default="knn", choices=["knn", "iforest"])
+    an.add_argument("--top", type=_count, default=20, help="how many to list (default 20)")
+    an.add_argument("-k", type=_count, default=10, help="neighbours of the knn score")
+    an.add_argument("--seed", type=_seed, default=0, help="isolation-forest seed")
+    an.add_argument("--json", action="store_true", help="machine-readable output")
+    an.set_defaults(handler=_anomalies)
 
     demo = sub.add_parser(
         "demo",
@@ -295,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--preset", default="demo", help="demo (about 10 min on 2 cores), paper, or tiny"
     )
-    demo.add_argument("--minutes", type=float, help="training budget per model, in minutes")
+    demo.add_argument("--minutes", type=_positive, help="training budget per model, in minutes")
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -314,12 +532,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 0
+    # SIGTERM (kill, a batch system) unwinds like an error, so temp folders are removed
+    on_term = args.command in ("simulate", "pair", "counterfactual", "embed")
+    on_term &= threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_term else None
     try:
         return handler(args)
-    except (WhatsrealError, FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
+    except (WhatsrealError, OSError, KeyError, ValueError) as exc:  # OSError: damaged files
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"whatsreal {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        if on_term:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    """Turn SIGTERM into SystemExit, so ``finally`` blocks and writers' aborts run."""
+    sys.exit(128 + signum)
 
 
 if __name__ == "__main__":

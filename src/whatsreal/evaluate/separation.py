@@ -21,6 +21,7 @@ one survey's physics latents and tests it on the other survey's latents of other
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -470,10 +471,14 @@ def evaluate_separation(
     random_model: nn.Module | None = None,
     settings: SeparationSettings | None = None,
     progress: bool = True,
+    shared: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per-survey probes (seed 000 Fig. 5), survey identity and cross-survey transfer for
     each dual-latent model, beside the model-free references (random encoder, border-noise
-    anchor, supervised ResNets). Returns {"shared": ..., "models": {name: ...}}."""
+    anchor, supervised ResNets). Returns {"shared": ..., "models": {name: ...}}.
+
+    ``shared``: the "shared" part of an earlier call with the same store and settings; its
+    references are kept instead of retrained (they do not depend on the models)."""
     from whatsreal.evaluate.galaxies import retrieval
 
     s = settings or SeparationSettings()
@@ -507,14 +512,24 @@ def evaluate_separation(
         y_tr, y_te = _split_targets(y[name], n_tr)
         return probe_r2(feats[:n_tr], y_tr, feats[n_tr:], y_te, probe, s.seed)
 
-    shared: dict[str, Any] = {
+    fresh: dict[str, Any] = {
         "surveys": list(s.surveys),
         "n_probe_train": n_tr,
         "n_test": n_te,
         "k_context": s.k_context,
         "per_survey": {},
     }
-    for j, name in enumerate(s.surveys):
+    if shared is not None:
+        stale = {k: (shared.get(k), v) for k, v in fresh.items() if k != "per_survey"}
+        stale = {k: pair for k, pair in stale.items() if pair[0] != pair[1]}
+        if stale:
+            raise ValueError(
+                f"the shared references were measured on other galaxy sets ({stale}: "
+                "(given, now)); rerun without reusing them"
+            )
+        say("reusing the shared references")
+        fresh = copy.deepcopy(dict(shared))
+    for j, name in enumerate(s.surveys if shared is None else ()):
         say(f"{name}: border-noise anchor")
         feats = border_noise_features(store.read(rows[name])["flux"])
         y_tr, y_te = _split_targets(y[name], n_tr)
@@ -529,8 +544,8 @@ def evaluate_separation(
         if s.references:
             refs, info = _references(store, s, j, say)
             entry.update(refs)
-            shared.setdefault("references", {})[name] = info
-        shared["per_survey"][name] = entry
+            fresh.setdefault("references", {})[name] = info
+        fresh["per_survey"][name] = entry
 
     out_models: dict[str, Any] = {}
     for mname, model in models.items():
@@ -565,8 +580,9 @@ def evaluate_separation(
         a, b = s.surveys[:2]
         res["retrieval"] = retrieval(z[a]["physics"][n_tr:], z[b]["physics"][n_tr:])
         out_models[mname] = res
-    shared["seconds"] = round(time.perf_counter() - t_start, 1)
-    return {"shared": shared, "models": out_models}
+    if shared is None:
+        fresh["seconds"] = round(time.perf_counter() - t_start, 1)
+    return {"shared": fresh, "models": out_models}
 
 
 # --------------------------------------------------------------------------- goals

@@ -8,6 +8,7 @@ store has no positions. Results go to HDF5 (and FITS on request), written atomic
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,19 @@ import torch
 from scipy.spatial import cKDTree
 
 from whatsreal.models.counterfactual import CounterfactualModel, summarize
-from whatsreal.pairing.sky import unit_vectors
+from whatsreal.pairing.sky import angle_arcsec, neighbour_count, unit_vectors
 from whatsreal.sampling import SplitSpec, assign_split
 from whatsreal.sampling.splits import split_code
 from whatsreal.store import ObservationStore
-from whatsreal.utils import atomic_write_with
+from whatsreal.utils import atomic_folder, atomic_write_json, atomic_write_with, check_folder_target
 
-__all__ = ["CounterfactualResult", "counterfactual_views", "write_fits", "write_hdf5"]
+__all__ = [
+    "CounterfactualResult",
+    "check_fits_folder",
+    "counterfactual_views",
+    "write_fits",
+    "write_hdf5",
+]
 
 
 @dataclass
@@ -103,6 +110,8 @@ def counterfactual_views(
     the given ``sources``), at most ``limit`` of them. The noise of batch ``b`` is seeded
     by ``(seed, b)``, so results do not depend on the device.
     """
+    radius_arcsec = angle_arcsec(radius_arcsec, "radius_arcsec")  # finite, > 0, < 180 deg
+    k = neighbour_count(k)
     store = store if isinstance(store, ObservationStore) else ObservationStore(store)
     target = store.instrument_code(to)
     sid, inst = store.source_id, store.instrument
@@ -203,13 +212,46 @@ def write_hdf5(result: CounterfactualResult, path: str | Path) -> Path:
     return path
 
 
-def write_fits(result: CounterfactualResult, directory: str | Path) -> list[Path]:
-    """One FITS file per source: primary HDU = posterior mean, then STD and SAMPLES."""
+FITS_MANIFEST = "whatsreal-fits.json"
+
+
+def _is_fits_export(directory: Path) -> bool:
+    """Whether a folder holds only what :func:`write_fits` writes (so it may be replaced)."""
+    return all(
+        p.is_file() and (p.name == FITS_MANIFEST or re.fullmatch(r"source_-?\d+\.fits", p.name))
+        for p in directory.iterdir()
+    )
+
+
+def check_fits_folder(directory: str | Path, overwrite: bool = False) -> None:
+    """Refuse, before any sampling, a FITS folder that is not new or empty (unless
+    ``overwrite``, and then only an earlier FITS export), so files never mix across runs."""
+    check_folder_target(directory, overwrite, _is_fits_export)
+
+
+def write_fits(
+    result: CounterfactualResult, directory: str | Path, overwrite: bool = False
+) -> list[Path]:
+    """One FITS file per source: primary HDU = posterior mean, then STD and SAMPLES.
+
+    The files are written into a hidden temporary folder that is renamed onto ``directory``
+    when all are done, with a manifest (``whatsreal-fits.json``) listing them: a killed export
+    leaves nothing at ``directory``, and a rerun never mixes stale files with new ones (an
+    existing export is replaced only with ``overwrite``).
+    """
+    directory = Path(directory)
+    names = [f"source_{int(s)}.fits" for s in result.source_id]
+    with atomic_folder(directory, overwrite, _is_fits_export) as tmp:
+        _write_fits_files(result, tmp, names)
+        manifest = {"complete": True, "n_files": len(names), "files": names, **result.attrs}
+        atomic_write_json(tmp / FITS_MANIFEST, manifest)
+    return [directory / name for name in names]
+
+
+def _write_fits_files(result: CounterfactualResult, folder: Path, names: list[str]) -> None:
+    """Write one FITS file per source into ``folder``."""
     from astropy.io import fits
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
     for i, s in enumerate(result.source_id):
         header = fits.Header()
         header["SOURCE"] = int(s)
@@ -225,7 +267,4 @@ def write_fits(result: CounterfactualResult, directory: str | Path) -> list[Path
                 fits.ImageHDU(result.samples[i], name="SAMPLES"),
             ]
         )
-        path = directory / f"source_{int(s)}.fits"
-        atomic_write_with(path, lambda p, h=hdus: h.writeto(p))
-        paths.append(path)
-    return paths
+        hdus.writeto(folder / names[i])

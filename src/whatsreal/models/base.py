@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from whatsreal.errors import ModelFileError, NonFiniteError
 from whatsreal.utils import atomic_write_with
 
 CONFIG_NAME = "config.json"
@@ -39,6 +40,15 @@ def constructor_args(cls: type, local_vars: dict[str, Any]) -> dict[str, Any]:
     return {name: local_vars[name] for name in names}
 
 
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or inf."""
+    return [
+        name
+        for name, t in state.items()
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all())
+    ]
+
+
 class PretrainedMixin:
     """save_pretrained / from_pretrained for modules that keep their constructor args in config."""
 
@@ -47,12 +57,19 @@ class PretrainedMixin:
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write config.json and weights (safetensors if installed, else model.pt) atomically."""
         directory = Path(directory)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
+        bad = nonfinite_tensors(state)
+        if bad:  # a diverged model must not overwrite a good one, nor pass for a result
+            raise NonFiniteError(
+                f"refusing to save {type(self).__name__} to {directory}: {len(bad)} weight "
+                f"tensor(s) hold NaN or inf (e.g. {', '.join(bad[:3])}); the training diverged "
+                "or read corrupt data. Nothing was written"
+            )
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"class": type(self).__name__, "format_version": 1, "config": self.config}
         atomic_write_with(
             directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(meta, indent=2))
         )
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
         try:
             from safetensors.torch import save_file
         except ImportError:
@@ -77,6 +94,34 @@ class PretrainedMixin:
         return model
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _read_weights(
+    path: Path, map_location: str | torch.device, fix: str
+) -> dict[str, torch.Tensor]:
+    """The state dict in a safetensors or torch file; a truncated or damaged file raises
+    ModelFileError naming it instead of the library's traceback."""
+    if path.name == SAFETENSORS_NAME:
+        try:
+            from safetensors.torch import load_file
+        except ImportError as err:
+            raise ImportError(
+                f"{path} needs the 'safetensors' package (pip install safetensors)"
+            ) from err
+    try:
+        if path.name == SAFETENSORS_NAME:
+            return load_file(str(path), device=str(map_location))
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # safetensors, pickle and zip errors share no base class
+        raise ModelFileError(
+            f"cannot read the weights in {path} ({_one_line(exc)}); the file is truncated or "
+            f"damaged: {fix}"
+        ) from None
+
+
 def load_pretrained(
     directory: str | os.PathLike[str], map_location: str | torch.device = "cpu"
 ) -> nn.Module:
@@ -91,25 +136,37 @@ def load_pretrained(
             f"no {CONFIG_NAME} in {directory}; was it written by save_pretrained? "
             "(a training run keeps its model in <run>/model)"
         )
-    meta = json.loads(config_path.read_text())
-    name = meta.get("class")
+    fix = "copy the model folder again, or re-run the training that wrote it"
+    try:
+        meta = json.loads(config_path.read_text())
+        name, config = meta.get("class"), meta["config"]
+    except (ValueError, UnicodeDecodeError, KeyError, AttributeError) as exc:
+        raise ModelFileError(
+            f"{config_path} is not a readable model config ({_one_line(exc)}); it is truncated "
+            f"or damaged: {fix}"
+        ) from None
     if name not in MODEL_CLASSES:
         raise ValueError(f"{config_path} names class {name!r}; known: {sorted(MODEL_CLASSES)}")
-    model = MODEL_CLASSES[name](**meta["config"])
-    if (directory / SAFETENSORS_NAME).is_file():
-        try:
-            from safetensors.torch import load_file
-        except ImportError as err:
-            raise ImportError(
-                f"{directory / SAFETENSORS_NAME} needs the 'safetensors' package "
-                "(pip install safetensors)"
-            ) from err
-        state = load_file(str(directory / SAFETENSORS_NAME), device=str(map_location))
-    elif (directory / TORCH_NAME).is_file():
-        state = torch.load(directory / TORCH_NAME, map_location=map_location, weights_only=True)
-    else:
-        raise FileNotFoundError(f"no {SAFETENSORS_NAME} or {TORCH_NAME} in {directory}")
-    model.load_state_dict(state)
+    model = MODEL_CLASSES[name](**config)
+    weights = directory / SAFETENSORS_NAME
+    if not weights.is_file():
+        weights = directory / TORCH_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"no {SAFETENSORS_NAME} or {TORCH_NAME} in {directory}")
+    state = _read_weights(weights, map_location, fix)
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ModelFileError(
+            f"{weights} holds NaN or inf in {len(bad)} tensor(s) (e.g. {', '.join(bad[:3])}); "
+            "the training that wrote it diverged or read corrupt data: retrain it"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelFileError(
+            f"the weights in {weights} do not fit the model {config_path} describes "
+            f"({_one_line(exc)[:300]}); the two files come from different runs: {fix}"
+        ) from None
     model.to(map_location)
     model.eval()
     return model

@@ -263,6 +263,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         instrument_negatives: str = "all",
         agreement_weight: float = 0.0,
         instrument_highpass: bool = False,
+        instrument_positives: str = "views",
+        disentangle_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.config = copy.deepcopy(constructor_args(CounterfactualModel, locals()))
@@ -278,6 +280,15 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         ):
             if value not in ("all", "same_instrument"):
                 raise ConfigError(f"{key} must be 'all' or 'same_instrument'; got {value!r}")
+        if instrument_positives not in ("views", "set_halves"):
+            raise ConfigError(
+                f"instrument_positives must be 'views' or 'set_halves'; got "
+                f"{instrument_positives!r}"
+            )
+        self.instrument_positives = instrument_positives
+        if disentangle_weight < 0:
+            raise ConfigError(f"disentangle_weight must be >= 0; got {disentangle_weight}")
+        self.disentangle_weight = float(disentangle_weight)
         if instrument_highpass and modality != "image":
             raise ConfigError("instrument_highpass applies to images only (modality 'image')")
         if agreement_weight < 0:
@@ -329,6 +340,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             self.instrument_head = _head(self.latent_dim, proj_dim)
         if self.adversary_weight > 0:
             self.adversary = _head(self.latent_dim, n_instruments)
+        if self.disentangle_weight > 0:
+            self.disentangler = _head(self.latent_dim, self.latent_dim)
 
     # -- data space <-> model space ------------------------------------------------------
     def normalize(self, flux: Tensor) -> Tensor:
@@ -438,9 +451,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         if self.fm_weight > 0:
             out["fm"] = self._flow_matching(batch["anchor"], cond, cmask, generator)
             total = total + self.fm_weight * out["fm"]
-        anchor_phys = None
+        anchors: dict[str, Tensor] = {}
         if self.hybrid_weight > 0 or self.agreement_weight > 0:
-            phys, inst, agree, anchor_phys = self._hybrid_terms(batch, per_view)
+            phys, inst, agree, anchors = self._hybrid_terms(batch, per_view)
             if self.hybrid_weight > 0:
                 out["phys"], out["inst"] = phys, inst
                 total = total + self.hybrid_weight * (phys + inst)
@@ -448,8 +461,11 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                 out["agree"] = agree
                 total = total + self.agreement_weight * agree
         if self.adversary_weight > 0:
-            out["adv"] = self._adversary(batch, per_view, anchor_phys)
+            out["adv"] = self._adversary(batch, per_view, anchors.get("physics"))
             total = total + self.adversary_weight * out["adv"]
+        if self.disentangle_weight > 0:
+            out["disent"] = self._disentangle(batch, anchors)
+            total = total + self.disentangle_weight * out["disent"]
         out["total"] = total
         return out
 
@@ -466,6 +482,27 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             labels.append(batch["instrument"])
         logits = self.adversary(reverse_gradient(torch.cat(z).float()))
         return F.cross_entropy(logits, torch.cat(labels).long())
+
+    def _disentangle(self, batch: dict[str, Tensor], anchors: dict[str, Tensor]) -> Tensor:
+        """A head predicts the anchor's physics latent (centred within its instrument, and
+        detached) from its instrument latent behind a gradient reversal: the head learns to
+        read the galaxy from the instrument latent, the instrument encoder learns to hide it.
+        Centring per instrument leaves the survey's own signature out of the target, so the
+        instrument latent may keep it. Scale-free: 1 when the head predicts nothing."""
+        x = self.normalize(batch["anchor"])
+        zp = anchors["physics"] if "physics" in anchors else self.physics_encoder(x).flatten(1)
+        zi = (
+            anchors["instrument"]
+            if "instrument" in anchors
+            else self.instrument_encoder(x).flatten(1)
+        )
+        target = zp.detach().float()
+        inst = batch["instrument"].to(target.device).long()
+        onehot = F.one_hot(inst, int(inst.max()) + 1).to(target.dtype)
+        means = (onehot.T @ target) / onehot.sum(0).clamp_min(1)[:, None]
+        target = target - means[inst]
+        pred = self.disentangler(reverse_gradient(zi.float()))
+        return F.mse_loss(pred, target) / target.pow(2).mean().clamp_min(1e-8)
 
     def _flow_matching(
         self, anchor: Tensor, cond: Tensor, cmask: Tensor, generator: torch.Generator | None
@@ -485,17 +522,17 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
 
     def _hybrid_terms(
         self, batch: dict[str, Tensor], per_view: dict[str, Tensor]
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """InfoNCE on (anchor, physics views) by source and (anchor, instrument views) by item,
         with negatives from every instrument or only the anchor's (``*_negatives``); the
-        agreement term between a source's physics latents; the anchors' physics latents
-        (reused by the adversary)."""
+        agreement term between a source's physics latents; the anchors' latents computed
+        on the way, by encoder (reused by the adversary and the disentangler)."""
         anchor = self.normalize(batch["anchor"])
         b = anchor.shape[0]
         items = torch.arange(b, device=anchor.device)
         zero = anchor.new_zeros((), dtype=torch.float32)
         terms, agree = [], zero
-        anchor_phys = None
+        anchors: dict[str, Tensor] = {}
         for key in ("physics", "instrument"):
             mask = batch[f"{key}_mask"].bool()
             want_nce = self.hybrid_weight > 0
@@ -504,8 +541,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                 continue
             enc = self.physics_encoder if key == "physics" else self.instrument_encoder
             za = enc(anchor).flatten(1)
-            if key == "physics":
-                anchor_phys = za
+            anchors[key] = za
             zv = per_view[key][mask].flatten(1)
             if self.type_embedding is not None:  # compare raw encoder outputs
                 zv = zv - self.type_embedding[0 if key == "physics" else 1].repeat(self.n_tokens)
@@ -530,9 +566,14 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                     view_inst = anchor_inst[owner]
                 groups = torch.cat([anchor_inst, view_inst])
             head = self.physics_head if key == "physics" else self.instrument_head
+            if key == "instrument" and self.instrument_positives == "set_halves":
+                za, zv, labels, groups = _set_halves(za, per_view[key], mask, groups)
+                z = head(torch.cat([za, zv]).float())
+                terms.append(multi_positive_info_nce(z, labels, self.tau, groups))
+                continue
             z = head(torch.cat([za, zv]).float())
             terms.append(multi_positive_info_nce(z, torch.cat([items, owner]), self.tau, groups))
-        return terms[0], terms[1], agree, anchor_phys
+        return terms[0], terms[1], agree, anchors
 
     # -- sampling --------------------------------------------------------------------------
     @torch.inference_mode()
@@ -577,6 +618,32 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         cmask = cmask.repeat_interleave(n_samples, dim=0)
         x1, _ = integrate(lambda x, t: self.velocity(x, t, cond, cmask), x0, solver, nfe)
         return self.denormalize(x1).view(b, n_samples, *shape)
+
+
+def _set_halves(
+    anchor: Tensor, views: Tensor, mask: Tensor, groups: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Split each item's {anchor, instrument views} into two disjoint halves (even and odd
+    slots, the anchor in the first) and return the halves' mean latents as a positive pair.
+
+    A mean over several galaxies under one set of conditions keeps the conditions and
+    averages the galaxies out, so the InfoNCE positives share little but the instrument.
+    ``views`` (B, V, n_tok, D), ``mask`` (B, V). Items without any view are dropped. Returns
+    (first halves, second halves, labels for both, groups for both or None)."""
+    b = anchor.shape[0]
+    lat = torch.cat([anchor.view(b, 1, -1), views.flatten(2).to(anchor.dtype)], dim=1)
+    real = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1).to(anchor.dtype)
+    even = torch.zeros_like(real)
+    even[:, 0::2] = 1.0
+    halves = []
+    for part in (real * even, real * (1 - even)):
+        halves.append((lat * part[..., None]).sum(1) / part.sum(1, keepdim=True).clamp_min(1))
+    keep = mask.any(dim=1)
+    items = torch.arange(b, device=anchor.device)[keep]
+    out_groups = None
+    if groups is not None:
+        out_groups = groups[:b][keep].repeat(2)
+    return halves[0][keep], halves[1][keep], items.repeat(2), out_groups
 
 
 def agreement_loss(a: Tensor, b: Tensor) -> Tensor:

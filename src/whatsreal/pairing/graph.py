@@ -9,12 +9,32 @@ from pathlib import Path
 
 import astropy.units as u
 import h5py
+import numpy as np
 
-from whatsreal.errors import StoreValidationError
-from whatsreal.pairing.sky import angle_arcsec, neighbour_graph
+from whatsreal.errors import ConfigError, StoreValidationError
+from whatsreal.pairing.sky import angle_arcsec, neighbour_count, neighbour_graph
 from whatsreal.store import Neighbours, ObservationStore, layout
+from whatsreal.utils import sweep_stale_temps, temp_sibling
 
 log = logging.getLogger(__name__)
+
+
+def _nearest_hint(store: ObservationStore) -> str:
+    """How far apart same-instrument observations of different sources are (for advice)."""
+    index, sep = neighbour_graph(
+        store.table["ra"], store.table["dec"], store.instrument, store.source_id, 1, 179.0 * 3600
+    )
+    found = sep[index[:, 0] >= 0, 0]
+    if found.size == 0:
+        return (
+            "no instrument has observations of two different sources, so no radius can give "
+            "neighbours"
+        )
+    median = float(np.median(found))
+    return (
+        f"the median nearest same-instrument neighbour is {median:.1f} arcsec away: "
+        f"give a larger radius, e.g. {min(2 * median, 179 * 3600):.0f}arcsec"
+    )
 
 
 def build_pairing(
@@ -25,8 +45,12 @@ def build_pairing(
     """Compute each observation's ``k`` nearest same-instrument neighbours within ``radius``
     and write them to ``pairing.h5`` in the store (atomically, replacing an older graph).
 
-    A bare-number ``radius`` is in arcseconds.
+    A bare-number ``radius`` is in arcseconds. Arguments are checked before anything is read
+    or written, and a graph in which no observation has a neighbour is refused (the old
+    ``pairing.h5`` is kept), since it would silently mask every instrument view.
     """
+    radius_as = angle_arcsec(radius, "radius")
+    k = neighbour_count(k)
     if not isinstance(store, ObservationStore):
         store = ObservationStore(store)
     if not store.has_positions:
@@ -34,12 +58,17 @@ def build_pairing(
             f"{store.path} has no sky positions (ra/dec): a neighbour graph needs them. "
             "Without positions the view sampler draws instrument views from the instrument's pool"
         )
-    radius_as = angle_arcsec(radius, "radius")
     t0 = time.perf_counter()
     index, sep = neighbour_graph(
         store.table["ra"], store.table["dec"], store.instrument, store.source_id, k, radius_as
     )
-    n_zero = int(((index >= 0).sum(axis=1) == 0).sum())
+    counts = (index >= 0).sum(axis=1)
+    if store.n_obs and not counts.any():
+        raise ConfigError(
+            f"no observation of {store.path} has a neighbour within {radius_as:g} arcsec; "
+            f"refusing to replace pairing.h5 by an empty graph ({_nearest_hint(store)})"
+        )
+    n_zero = int((counts == 0).sum())
     if n_zero:
         log.info(
             "%d of %d observations have no neighbour within %.1f arcsec; their instrument "
@@ -49,15 +78,22 @@ def build_pairing(
             radius_as,
         )
     final = store.path / layout.PAIRING_FILE
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    with h5py.File(tmp, "w") as h5:
-        h5.create_dataset("neighbours/index", data=index)
-        h5.create_dataset("neighbours/sep_arcsec", data=sep)
-        h5.attrs["k"] = k
-        h5.attrs["radius_arcsec"] = radius_as
-        h5.attrs["n_obs"] = store.n_obs
-        h5.attrs["seconds"] = time.perf_counter() - t0
-    os.replace(tmp, final)
+    sweep_stale_temps(final)
+    tmp = temp_sibling(final)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("neighbours/index", data=index, **layout.checksum_kwargs(index.shape))
+            h5.create_dataset(
+                "neighbours/sep_arcsec", data=sep, **layout.checksum_kwargs(sep.shape)
+            )
+            h5.attrs["k"] = k
+            h5.attrs["radius_arcsec"] = radius_as
+            h5.attrs["n_obs"] = store.n_obs
+            h5.attrs["seconds"] = time.perf_counter() - t0
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     store.reload_pairing()
     assert store.neighbours is not None
     return store.neighbours

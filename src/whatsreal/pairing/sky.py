@@ -15,17 +15,36 @@ import numpy as np
 from astropy.coordinates import SkyCoord, angular_separation, match_coordinates_sky
 from scipy.spatial import cKDTree
 
-from whatsreal.errors import StoreValidationError
+from whatsreal.errors import ConfigError, StoreValidationError
 
 ARCSEC = np.pi / (180.0 * 3600.0)
 
 
 def angle_arcsec(value: float | u.Quantity, name: str) -> float:
-    """Radii are explicit angles; a bare number is read as arcseconds (and said so)."""
-    value = float(value.to_value(u.arcsec)) if isinstance(value, u.Quantity) else float(value)
-    if not value > 0:
-        raise ValueError(f"{name} must be a positive angle; got {value}")
-    return value
+    """Radii are explicit angles (a bare number is arcseconds), finite, > 0 and < 180 deg:
+    beyond that a sky radius means nothing, and inf or 360 deg would find no neighbours."""
+    try:
+        if isinstance(value, u.Quantity):
+            arcsec = float(value.to_value(u.arcsec))
+        else:
+            arcsec = float(value)
+    except (TypeError, ValueError) as exc:  # astropy's UnitConversionError is a ValueError
+        raise ConfigError(
+            f"{name} must be an angle such as 3arcmin, or a number of arcsec; got {value!s} ({exc})"
+        ) from None
+    if not (np.isfinite(arcsec) and 0 < arcsec < 180.0 * 3600.0):
+        raise ConfigError(
+            f"{name} must be a positive angle below 180 deg; got {value!s} = {arcsec} arcsec. "
+            "Give a finite radius such as 60arcsec or 3arcmin"
+        )
+    return arcsec
+
+
+def neighbour_count(k: object) -> int:
+    """The number of neighbours per observation: a whole number >= 1."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a whole number >= 1 (neighbours per observation); got {k!r}")
+    return int(k)
 
 
 def unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
@@ -141,8 +160,7 @@ def neighbour_graph(
     observations of the same source (repeat visits) are never neighbours.
     """
     radius_as = angle_arcsec(radius, "radius")
-    if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
+    k = neighbour_count(k)
     ra, dec = np.asarray(ra, float), np.asarray(dec, float)
     _check_positions(ra, dec, "neighbour graph")
     group = np.asarray(group)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from whatsreal.config import save_config
+from whatsreal.config import build_dataclass, save_config, validate_dataclass
 from whatsreal.errors import ConfigError
 from whatsreal.evaluate.lightcurves import (
     LightCurveEvalSettings,
@@ -32,12 +33,14 @@ from whatsreal.models.contrastive import build_contrastive_model
 from whatsreal.simulate.lightcurves import lightcurve_sim_config, write_lightcurve_store
 from whatsreal.store import ObservationStore
 from whatsreal.train.contrastive import ContrastiveTrainConfig, fit_contrastive, trained_steps
+from whatsreal.train.guards import read_metrics
 from whatsreal.utils import atomic_write_json
 
 
 @dataclass
 class LightCurveTrackConfig:
-    """One run of the track; saved as ``config.yaml`` next to its outputs."""
+    """One run of the track; saved as ``config.yaml`` next to its outputs. Values are
+    converted to their field's types and checked against ``limits``."""
 
     preset: str = "demo"
     sim_preset: str = "demo"
@@ -54,6 +57,17 @@ class LightCurveTrackConfig:
     probe_steps: int = 300
     umap: bool = True
     umap_points: int = 3000
+
+    limits: ClassVar[dict[str, str]] = {
+        "sim_seed": ">= 0",
+        "sizes": ">= 1",  # each labelled-set size
+        "seeds": ">= 1",
+        "probe_steps": ">= 1",
+        "umap_points": ">= 1",
+    }
+
+    def __post_init__(self) -> None:
+        validate_dataclass(self)
 
 
 # Named demo presets. "demo" fits the 10-minute budget on 2 cores; "paper" is the full
@@ -89,13 +103,15 @@ TRACK_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def track_config(preset: str = "demo", **overrides: Any) -> LightCurveTrackConfig:
-    """The config of a named preset; ``overrides`` replace top-level fields."""
+    """The config of a named preset; ``overrides`` replace top-level fields (a ``train``
+    mapping updates the preset's training keys; a ContrastiveTrainConfig replaces them).
+    Unknown keys and values of the wrong type or range are errors that name the key."""
     if preset not in TRACK_PRESETS:
         raise ConfigError(f"unknown demo preset {preset!r}; known: {sorted(TRACK_PRESETS)}")
     p = copy.deepcopy(TRACK_PRESETS[preset])
-    train = replace(ContrastiveTrainConfig(), **p.pop("train", {}))
-    cfg = LightCurveTrackConfig(preset=preset, train=train, **p)
-    return replace(cfg, **overrides)
+    if isinstance(overrides.get("train"), Mapping):
+        overrides["train"] = {**p.get("train", {}), **overrides["train"]}
+    return build_dataclass(LightCurveTrackConfig, {**p, "preset": preset, **overrides})
 
 
 class _Stages:
@@ -229,13 +245,10 @@ def run_lightcurve_track(
 
 def _epochs(run_dir: Path) -> int | None:
     """Epochs completed by a training run (from its CSV log)."""
-    import csv
-
     log = run_dir / "logs" / "metrics.csv"
     if not log.exists():
         return None
-    with open(log) as f:
-        epochs = [int(r["epoch"]) for r in csv.DictReader(f) if r.get("epoch")]
+    epochs = [int(float(r["epoch"])) for r in read_metrics(log) if r.get("epoch")]
     return max(epochs) + 1 if epochs else 0
 
 

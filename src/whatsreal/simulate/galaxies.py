@@ -38,6 +38,7 @@ import os
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,15 @@ from whatsreal.errors import ConfigError
 from whatsreal.simulate.galaxy_conditions import extinction_field, survey_conditions
 from whatsreal.simulate.galaxy_population import PopulationConfig, draw_population
 from whatsreal.simulate.galaxy_presets import BANDS, SurveyPreset, survey_preset
+from whatsreal.utils import (
+    atomic_write_json,
+    check_folder_target,
+    pid_alive,
+    remove_path,
+    replace_folder,
+    sweep_stale_temps,
+    temp_sibling,
+)
 
 __all__ = [
     "GalaxySimConfig",
@@ -257,13 +267,21 @@ def _tasks(prep: dict[str, Any], sources: np.ndarray | None = None, with_native:
 
 
 def _map(tasks, workers: int, fn=None):
-    """Run ``fn`` (default: render a chunk) over tasks in order, on ``workers`` processes."""
+    """Run ``fn`` (default: render a chunk) over tasks in order, on ``workers`` processes.
+
+    The pool never outlives the run: on any error, or when the consumer stops early, queued
+    tasks are dropped and the workers terminated; and each worker ends itself when the parent
+    process dies (a SIGKILLed parent cannot stop its pool).
+    """
     fn = fn or _render_task
     if workers <= 1:
         yield from map(fn, tasks)
         return
-    # bounded look-ahead, so finished chunks never pile up in memory behind a slow writer
-    with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),)
+    )
+    try:
+        # bounded look-ahead, so finished chunks never pile up in memory behind a slow writer
         pending: deque = deque()
         for task in tasks:
             pending.append(pool.submit(fn, task))
@@ -271,6 +289,44 @@ def _map(tasks, workers: int, fn=None):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    except BaseException:  # includes GeneratorExit and KeyboardInterrupt
+        _stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Drop queued tasks and terminate the workers now (shutdown alone waits for them)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=5)
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Pool worker set-up: default signal handling (the pool stops workers with SIGTERM; Ctrl-C
+    is the parent's to handle), one BLAS thread, and a watchdog for the parent's death."""
+    import signal
+    import threading
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _single_threaded()
+    watch = threading.Thread(target=_exit_with_parent, args=(parent_pid, os.getppid()), daemon=True)
+    watch.start()
+
+
+def _exit_with_parent(parent_pid: int, ppid: int, poll_s: float = 0.5) -> None:
+    """Poll until the parent is gone (the worker is re-parented, or the pid vanished), then
+    end this worker at once: no half-rendered chunk is worth an orphan burning a core."""
+    import time
+
+    while os.getppid() == ppid and pid_alive(parent_pid):
+        time.sleep(poll_s)
+    os._exit(1)
 
 
 def _single_threaded() -> None:
@@ -351,10 +407,12 @@ def simulate_galaxies(
     cfg = config or GalaxySimConfig()
     cfg = dataclasses.replace(cfg, n_sources=int(n), surveys=tuple(surveys))
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1 (processes); got {workers}")
     prep = prepare(cfg, seed)
     pop = prep["population"]
     shape = (len(BANDS), cfg.grid_size, cfg.grid_size)
-    mmu = MMUWriter(mmu_out, prep) if mmu_out is not None else None
+    mmu = MMUWriter(mmu_out, prep, overwrite=overwrite) if mmu_out is not None else None
     store_cfg = {"simulator": "galaxies", "seed": int(seed), "galaxies": _plain(cfg.to_dict())}
     try:
         with (
@@ -368,9 +426,11 @@ def simulate_galaxies(
                 overwrite=overwrite,
             ) as w,
             _Progress(progress, cfg.n_sources * len(cfg.surveys)) as bar,
+            ExitStack() as stack,  # stops the worker pool before the store is aborted
         ):
             tasks = _tasks(prep, with_native=mmu is not None)
-            for task, result in zip(_tasks(prep), _map(tasks, workers), strict=True):
+            results = stack.enter_context(closing(_map(tasks, workers)))
+            for task, result in zip(_tasks(prep), results, strict=True):
                 rows = task["rows"]
                 for s in cfg.surveys:
                     meta, truth = _obs_columns(prep, s, rows)
@@ -510,22 +570,41 @@ def healpix_nest(ra: np.ndarray, dec: np.ndarray, nside: int) -> np.ndarray:
     return face * nside * nside + ipf
 
 
+MMU_MANIFEST = "whatsreal-mmu.json"
+
+
+def _is_mmu_layout(root: Path) -> bool:
+    """Whether a folder holds only a layout :class:`MMUWriter` wrote (so it may be replaced)."""
+    if (root / MMU_MANIFEST).is_file():
+        return True
+    return all(p.suffix == ".hdf5" for p in root.rglob("*") if not p.is_dir())
+
+
 class MMUWriter:
     """Streams the Multimodal-Universe-like per-survey HDF5 files (native units and scale).
 
     Layout ``<root>/<survey>/sim/healpix=<N>/001-of-001.hdf5`` (HEALPix NESTED, nside 16).
     Keys: object_id, ra, dec, image_array (n, 4, S, S) in the survey's native units (counts at
     its zero-point; the same noisy pixels as the store before resampling), image_band,
-    image_ivar, image_mask (bool, all False), image_psf_fwhm, image_scale. Each file appears
-    by an atomic rename on :meth:`close`; ``track_times=False`` keeps equal seeds
-    byte-identical.
+    image_ivar, image_mask (bool, all False), image_psf_fwhm, image_scale. The whole tree is
+    built in a hidden temporary folder beside ``root`` and renamed onto it by :meth:`close`
+    (with a ``whatsreal-mmu.json`` manifest), so a killed run leaves no partial layout and a
+    rerun never mixes old healpix files with new ones; an existing layout is replaced only
+    with ``overwrite``. ``track_times=False`` keeps equal seeds byte-identical.
     """
 
-    def __init__(self, root: str | Path, prep: dict[str, Any], nside: int = 16) -> None:
-        self.root, self.prep = Path(root), prep
+    def __init__(
+        self, root: str | Path, prep: dict[str, Any], nside: int = 16, overwrite: bool = False
+    ) -> None:
+        self.final, self.prep, self.overwrite = Path(root), prep, overwrite
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_temps(self.final)
+        check_folder_target(self.final, overwrite, _is_mmu_layout)
+        self.root = temp_sibling(self.final)
+        self.root.mkdir()
         pop = prep["population"]
         self.pix = healpix_nest(pop["ra"], pop["dec"], nside)
-        self.files: dict[tuple[str, int], tuple[Any, Path, Path]] = {}
+        self.files: dict[tuple[str, int], tuple[Any, Path]] = {}
 
     @staticmethod
     def _append(f: Any, key: str, value: np.ndarray) -> None:
@@ -554,12 +633,11 @@ class MMUWriter:
             r = rows[sel]
             key = (name, int(hp))
             if key not in self.files:
-                final = self.root / name / "sim" / f"healpix={int(hp)}" / "001-of-001.hdf5"
-                final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-                f = h5py.File(tmp, "w")
+                path = self.root / name / "sim" / f"healpix={int(hp)}" / "001-of-001.hdf5"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                f = h5py.File(path, "w")
                 f.attrs["zero_point"] = preset.zero_point
-                self.files[key] = (f, tmp, final)
+                self.files[key] = (f, path)
             f, m = self.files[key][0], len(r)
             self._append(f, "object_id", pop["source_id"][r])
             self._append(f, "ra", pop["ra"][r])
@@ -572,32 +650,46 @@ class MMUWriter:
             self._append(f, "image_scale", np.full((m, 4), preset.pixel_scale, np.float32))
 
     def close(self) -> Path:
-        """Close every file and move it into place."""
-        for f, tmp, final in self.files.values():
-            f.close()
-            os.replace(tmp, final)
+        """Close every file, then move the finished layout into place."""
+        try:
+            for f, _ in self.files.values():
+                f.close()
+            files = sorted(str(p.relative_to(self.root)) for _, p in self.files.values())
+            atomic_write_json(self.root / MMU_MANIFEST, {"complete": True, "files": files})
+            replace_folder(self.root, self.final, self.overwrite, _is_mmu_layout)
+        except BaseException:
+            self.abort()
+            raise
         self.files = {}
-        return self.root
+        return self.final
 
     def abort(self) -> None:
-        """Drop every half-written file."""
-        for f, tmp, _ in self.files.values():
-            f.close()
-            tmp.unlink(missing_ok=True)
+        """Drop everything written so far; nothing appears at ``root``."""
+        for f, _ in self.files.values():
+            try:
+                f.close()
+            except Exception:  # already closed
+                pass
         self.files = {}
+        remove_path(self.root)
 
 
 def write_mmu_layout(
-    root: str | Path, prep: dict[str, Any], nside: int = 16, workers: int = 1
+    root: str | Path,
+    prep: dict[str, Any],
+    nside: int = 16,
+    workers: int = 1,
+    overwrite: bool = False,
 ) -> Path:
     """Render and write only the Multimodal-Universe-like layout (see :class:`MMUWriter`)."""
-    writer = MMUWriter(root, prep, nside)
+    writer = MMUWriter(root, prep, nside, overwrite=overwrite)
     try:
-        for task, result in zip(
-            _tasks(prep), _map(_tasks(prep), workers, _native_task), strict=True
-        ):
-            for name in prep["config"].surveys:
-                writer.append(name, task["rows"], result[name]["image"], result[name]["ivar"])
+        results = _map(_tasks(prep), workers, _native_task)
+        with closing(results):
+            for task, result in zip(_tasks(prep), results, strict=True):
+                for name in prep["config"].surveys:
+                    image, ivar = result[name]["image"], result[name]["ivar"]
+                    writer.append(name, task["rows"], image, ivar)
     except BaseException:
         writer.abort()
         raise

@@ -65,46 +65,74 @@ class ObservationStore:
         self._rdcc = rdcc_nbytes
         self._h5: h5py.File | None = None
         self._pid: int | None = None
-        with h5py.File(obs, "r") as h5:
-            if h5.attrs.get("format") != layout.FORMAT_NAME:
-                raise StoreFormatError(f"{obs} is HDF5 but not a whatsreal store")
-            version = int(h5.attrs["format_version"])
-            if version > layout.FORMAT_VERSION:
+        self._fix = layout.store_fix(self.path)
+        with layout.open_h5(obs, self._fix) as h5:
+            try:
+                self._read_header(h5, obs)
+            except StoreFormatError:
+                raise
+            except (KeyError, OSError) as exc:
                 raise StoreFormatError(
-                    f"{obs} has store format {version}; this whatsreal reads up to "
-                    f"{layout.FORMAT_VERSION}: upgrade whatsreal"
-                )
-            self.provenance: dict[str, Any] = {
-                "whatsreal_version": str(h5.attrs["whatsreal_version"]),
-                "created_utc": str(h5.attrs["created_utc"]),
-                "format_version": version,
-            }
-            self.config: dict[str, Any] = yaml.safe_load(str(h5.attrs["config"])) or {}
-            self.modality = str(h5.attrs["modality"])
-            names = json.loads(h5["instruments"].attrs["names"])
-            self.instruments: list[str] = list(names)
-            self.bands: dict[str, list[str]] = {
-                n: json.loads(h5["instruments"].attrs[f"bands/{n}"]) for n in names
-            }
-            flux = h5[f"data/{layout.PRIMARY_ARRAY}"]
-            self.shape: tuple[int, ...] = tuple(flux.shape[1:])
-            self.n_obs = int(flux.shape[0])
-            self.arrays: tuple[str, ...] = tuple(h5["data"].keys())
-            self.table: dict[str, np.ndarray] = {k: v[:] for k, v in h5["table"].items()}
-            self.truth_source: dict[str, np.ndarray] = (
-                {k: v[:] for k, v in h5["truth/source"].items()} if "truth/source" in h5 else {}
-            )
-            self.truth_instrument: dict[str, np.ndarray] = (
-                {k: v[:] for k, v in h5["truth/instrument"].items()}
-                if "truth/instrument" in h5
-                else {}
-            )
-            self.truth_obs: dict[str, np.ndarray] = (
-                {k: v[:] for k, v in h5["truth/observation"].items()}
-                if "truth/observation" in h5
-                else {}
-            )
+                    f"{obs} is incomplete or damaged ({' '.join(str(exc).split())}): {self._fix}"
+                ) from None
+        for key in layout.FINITE_DATASETS:
+            group, name = key.split("/")
+            if group == "table" and name in self.table:
+                self._check_finite(self.table[name], np.arange(self.n_obs), key)
         self.neighbours: Neighbours | None = self._load_pairing()
+
+    def _read_header(self, h5: h5py.File, obs: Path) -> None:
+        """Format, provenance, instruments and the in-memory table from an open file."""
+        if h5.attrs.get("format") != layout.FORMAT_NAME:
+            raise StoreFormatError(f"{obs} is HDF5 but not a whatsreal store")
+        version = int(h5.attrs["format_version"])
+        self.checksummed = "checksums" in h5.attrs
+        if version > layout.FORMAT_VERSION:
+            raise StoreFormatError(
+                f"{obs} has store format {version}; this whatsreal reads up to "
+                f"{layout.FORMAT_VERSION}: upgrade whatsreal"
+            )
+        self.provenance: dict[str, Any] = {
+            "whatsreal_version": str(h5.attrs["whatsreal_version"]),
+            "created_utc": str(h5.attrs["created_utc"]),
+            "format_version": version,
+        }
+        self.config: dict[str, Any] = yaml.safe_load(str(h5.attrs["config"])) or {}
+        self.modality = str(h5.attrs["modality"])
+        names = json.loads(h5["instruments"].attrs["names"])
+        self.instruments: list[str] = list(names)
+        self.bands: dict[str, list[str]] = {
+            n: json.loads(h5["instruments"].attrs[f"bands/{n}"]) for n in names
+        }
+        flux = h5[f"data/{layout.PRIMARY_ARRAY}"]
+        self.shape: tuple[int, ...] = tuple(flux.shape[1:])
+        self.n_obs = int(flux.shape[0])
+        self.arrays: tuple[str, ...] = tuple(h5["data"].keys())
+        self.table: dict[str, np.ndarray] = self._load_group(h5, "table", obs)
+        self.truth_source = self._load_group(h5, "truth/source", obs)
+        self.truth_instrument = self._load_group(h5, "truth/instrument", obs)
+        self.truth_obs = self._load_group(h5, "truth/observation", obs)
+
+    def _load_group(self, h5: h5py.File, group: str, file: Path) -> dict[str, np.ndarray]:
+        """Every dataset of an HDF5 group, read in full (checksums verified by HDF5)."""
+        if group not in h5:
+            return {}
+        return {k: layout.read_all(v, file, self._fix) for k, v in h5[group].items()}
+
+    def _check_finite(self, values: np.ndarray, rows: np.ndarray, dataset: str) -> None:
+        """Raise if values the writer only accepted finite are NaN or inf: the file changed
+        after it was written (a store without checksums, or damage inside one chunk)."""
+        finite = np.isfinite(values)
+        if finite.all():
+            return
+        bad = ~finite.reshape(len(values), -1).all(axis=1)
+        raise layout.corrupt(
+            self.path / layout.OBS_FILE,
+            dataset,
+            f"NaN or inf in store rows {layout.preview_rows(rows[bad])}, but the writer "
+            "stores only finite values",
+            self._fix,
+        )
 
     # -- table conveniences ----------------------------------------------------------
     @property
@@ -150,7 +178,9 @@ class ObservationStore:
         import os
 
         if self._h5 is None or self._pid != os.getpid():
-            self._h5 = h5py.File(self.path / layout.OBS_FILE, "r", rdcc_nbytes=self._rdcc)
+            self._h5 = layout.open_h5(
+                self.path / layout.OBS_FILE, self._fix, rdcc_nbytes=self._rdcc
+            )
             self._pid = os.getpid()
         return self._h5
 
@@ -158,7 +188,9 @@ class ObservationStore:
         """Read the given rows (any order, repeats allowed) of the named arrays.
 
         Only the requested rows are read: they are sorted, de-duplicated and fetched as
-        runs of consecutive rows, then returned in the order asked.
+        runs of consecutive rows, then returned in the order asked. A chunk that fails its
+        checksum, or NaN/inf in an array the writer only stores finite, raises
+        :class:`~whatsreal.errors.StoreCorruptError` naming the file, dataset and rows.
         """
         rows = np.asarray(rows, dtype=np.int64).ravel()
         if rows.size and (rows.min() < 0 or rows.max() >= self.n_obs):
@@ -173,7 +205,17 @@ class ObservationStore:
             ds = h5[f"data/{name}"]
             buf = np.empty((uniq.size, *self.shape), dtype=ds.dtype)
             for start, stop, offset in _runs(uniq):
-                ds.read_direct(buf, np.s_[start:stop], np.s_[offset : offset + stop - start])
+                try:
+                    ds.read_direct(buf, np.s_[start:stop], np.s_[offset : offset + stop - start])
+                except OSError as exc:
+                    span = f"row {start}" if stop - start == 1 else f"rows {start}-{stop - 1}"
+                    why = " ".join(str(exc).split())
+                    where = f"{span} failed the checksum or could not be decoded; h5py: {why}"
+                    raise layout.corrupt(
+                        self.path / layout.OBS_FILE, f"data/{name}", where, self._fix
+                    ) from None
+            if f"data/{name}" in layout.FINITE_DATASETS:
+                self._check_finite(buf, uniq, f"data/{name}")
             in_order = uniq.size == rows.size and np.array_equal(uniq, rows)
             out[name] = buf if in_order else buf[inverse]
         return out
@@ -195,17 +237,28 @@ class ObservationStore:
         path = self.path / layout.PAIRING_FILE
         if not path.is_file():
             return None
-        with h5py.File(path, "r") as h5:
-            if int(h5.attrs["n_obs"]) != self.n_obs:
+        fix = layout.pairing_fix(self.path)
+        with layout.open_h5(path, fix) as h5:
+            try:
+                n_obs, k = int(h5.attrs["n_obs"]), int(h5.attrs["k"])
+                radius = float(h5.attrs["radius_arcsec"])
+                index_ds, sep_ds = h5["neighbours/index"], h5["neighbours/sep_arcsec"]
+            except KeyError as exc:
+                raise StoreFormatError(f"{path} is incomplete ({exc.args[0]}): {fix}") from None
+            if n_obs != self.n_obs:
                 raise StoreFormatError(
-                    f"{path} was computed for {int(h5.attrs['n_obs'])} observations, the store "
+                    f"{path} was computed for {n_obs} observations, the store "
                     f"has {self.n_obs}: recompute it with `whatsreal pair {self.path}`"
                 )
+            index = layout.read_all(index_ds, path, fix)
+            out_of_range = index.min(initial=0) < -1 or index.max(initial=-1) >= self.n_obs
+            if index.shape != (self.n_obs, k) or out_of_range:
+                raise layout.corrupt(path, "neighbours/index", "rows outside the store", fix)
             return Neighbours(
-                index=h5["neighbours/index"][:],
-                sep_arcsec=h5["neighbours/sep_arcsec"][:],
-                k=int(h5.attrs["k"]),
-                radius_arcsec=float(h5.attrs["radius_arcsec"]),
+                index=index,
+                sep_arcsec=layout.read_all(sep_ds, path, fix),
+                k=k,
+                radius_arcsec=radius,
             )
 
     def reload_pairing(self) -> None:

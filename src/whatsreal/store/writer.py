@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,14 +15,9 @@ import yaml
 from whatsreal import __version__
 from whatsreal.errors import StoreValidationError
 from whatsreal.store import layout
+from whatsreal.utils import remove_path, sweep_stale_temps
 
-
-def _preview(rows: np.ndarray, limit: int = 5) -> str:
-    """Show at most ``limit`` offending row numbers, plus how many there are in all."""
-    rows = np.asarray(rows).ravel()
-    head = ", ".join(str(int(r)) for r in rows[:limit])
-    more = f" and {rows.size - limit} more" if rows.size > limit else ""
-    return f"{head}{more}"
+_preview = layout.preview_rows
 
 
 def _as_degrees(value: Any, name: str) -> np.ndarray:
@@ -49,7 +43,9 @@ class StoreWriter:
     ``shape`` is the per-observation shape ``(C, H, W)`` for images or ``(C, T)`` for
     series; every instrument lists one band name per channel. Nothing is visible at ``path``
     until :meth:`close` succeeds; an exception inside the ``with`` block removes the
-    temporary folder, so a killed run never leaves a half-written store.
+    temporary folder, so a killed run never leaves a half-written store (and a temporary
+    folder that a SIGKILL left behind is swept by the next writer of the same path). Every
+    dataset carries per-chunk Fletcher-32 checksums, so later corruption on disk is detected.
     """
 
     def __init__(
@@ -93,9 +89,15 @@ class StoreWriter:
             raise FileExistsError(
                 f"{self.path} already exists; pass overwrite=True (CLI: --overwrite) to replace"
             )
+        # a killed earlier run into the same path left its temporary folder: sweep it
+        sweep_stale_temps(self.path)
         self._tmp = layout.temporary_sibling(self.path)
         self._tmp.mkdir(parents=True)
-        self._h5 = h5py.File(self._tmp / layout.OBS_FILE, "w", libver="latest")
+        try:
+            self._h5 = h5py.File(self._tmp / layout.OBS_FILE, "w", libver="latest")
+        except BaseException:
+            remove_path(self._tmp)
+            raise
         self._n = 0
         self._meta_columns: dict[str, np.dtype] | None = None
         self._truth_obs_columns: dict[str, np.dtype] | None = None
@@ -113,6 +115,7 @@ class StoreWriter:
                 dtype=layout.ARRAY_DTYPES[name],
                 chunks=(chunk_rows, *self.shape),
                 compression=compression,
+                fletcher32=True,
             )
 
     # -- appending -------------------------------------------------------------------
@@ -127,6 +130,7 @@ class StoreWriter:
                 maxshape=(None, *tail),
                 dtype=values.dtype,
                 chunks=(rows, *tail),
+                fletcher32=True,
             )
         ds = self._h5[key]
         ds.resize((self._n + len(values), *tail))
@@ -360,15 +364,20 @@ class StoreWriter:
                     f"duplicate source_id(s) in source truth: {_preview(uniq[counts > 1])}"
                 )
             for key, arr in merged.items():
-                h5.create_dataset(f"truth/source/{key}", data=arr)
+                h5.create_dataset(
+                    f"truth/source/{key}", data=arr, **layout.checksum_kwargs(arr.shape)
+                )
         for key, arr in self._instrument_truth.items():
-            h5.create_dataset(f"truth/instrument/{key}", data=arr)
+            h5.create_dataset(
+                f"truth/instrument/{key}", data=arr, **layout.checksum_kwargs(arr.shape)
+            )
         inst = h5.create_group("instruments")
         inst.attrs["names"] = json.dumps(list(self.instruments))
         for name, bands in self.instruments.items():
             inst.attrs[f"bands/{name}"] = json.dumps(bands)
         h5.attrs["format"] = layout.FORMAT_NAME
         h5.attrs["format_version"] = layout.FORMAT_VERSION
+        h5.attrs["checksums"] = "fletcher32"
         h5.attrs["whatsreal_version"] = __version__
         h5.attrs["created_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         h5.attrs["modality"] = "image" if len(self.shape) == 3 else "series"
@@ -395,7 +404,7 @@ class StoreWriter:
             self._h5.close()
         except Exception:  # already closed or never opened
             pass
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        remove_path(self._tmp)
 
     def __len__(self) -> int:
         return self._n

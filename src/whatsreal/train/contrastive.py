@@ -12,16 +12,22 @@ import logging
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from whatsreal.config import save_config
+from whatsreal.config import save_config, validate_dataclass
 from whatsreal.models.contrastive import build_contrastive_model
 from whatsreal.sampling import ObservationDataset, SourceBatchSampler, SplitSpec, collate_views
 from whatsreal.store import ObservationStore
+from whatsreal.train.guards import (
+    RunCSVLogger,
+    prepare_resume,
+    refuse_nonfinite_checkpoint,
+    stop_if_not_finite,
+)
 from whatsreal.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -32,7 +38,8 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 
 @dataclass
 class ContrastiveTrainConfig:
-    """Everything a contrastive run needs besides the store; saved as YAML with the run."""
+    """Everything a contrastive run needs besides the store; saved as YAML with the run.
+    Values are converted to their field's types and checked against ``limits``."""
 
     preset: str = "cpu"
     single_latent: bool = False
@@ -53,6 +60,29 @@ class ContrastiveTrainConfig:
     devices: int | str = "auto"
     precision: str = "auto"  # bf16-mixed on GPUs that support it, else 32-true
     progress: bool = True
+
+    limits: ClassVar[dict[str, str]] = {
+        "lr": "> 0",
+        "sources_per_batch": ">= 1",
+        "views_per_source": ">= 1",
+        "max_epochs": ">= 1",
+        "max_steps": ">= 1",
+        "max_minutes": "> 0",
+        "patience": ">= 0",
+        "val": ">= 0 and < 1",
+        "test": ">= 0 and < 1",
+        "split_seed": ">= 0",
+        "seed": ">= 0 and <= 4294967295",  # Lightning replaces a larger seed by a random one
+        "num_workers": ">= 0",
+    }
+    # What a checkpoint depends on: a resume that changes any of these is refused.
+    resume_fixed: ClassVar[tuple[str, ...]] = (
+        *("preset", "single_latent", "model_overrides"),
+        *("val", "test", "split_seed"),
+    )
+
+    def __post_init__(self) -> None:
+        validate_dataclass(self, "train")
 
     @property
     def splits(self) -> SplitSpec:
@@ -78,6 +108,8 @@ class ContrastiveTask(L.LightningModule):
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         losses = self.model.loss(batch["x"], batch["source"], batch["instrument"])
+        if stage == "train":
+            stop_if_not_finite(losses["total"], batch, self.trainer)
         bs = batch["x"].shape[0]
         for name, value in losses.items():
             self.log(
@@ -99,6 +131,9 @@ class ContrastiveTask(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        refuse_nonfinite_checkpoint(checkpoint, self.global_step)
 
 
 class ContrastiveData(L.LightningDataModule):
@@ -137,17 +172,20 @@ def fit_contrastive(
     out_dir: str | Path,
     cfg: ContrastiveTrainConfig | None = None,
     callbacks: list[L.Callback] | None = None,
+    resume: bool | str | Path = False,
 ) -> torch.nn.Module:
     """Train a contrastive model on a store; save config, checkpoints, log and the best model.
 
-    Returns the best model (by validation loss), in eval mode, and writes it with
-    ``save_pretrained`` to ``out_dir/model``.
+    Starts afresh unless ``resume`` is True (continue from ``out_dir/checkpoints``, falling
+    back past an unreadable ``last.ckpt``) or a checkpoint path; a resume whose model or
+    splits differ from the run's is refused before any file is touched. A NaN or inf loss
+    stops training (:class:`~whatsreal.errors.NonFiniteError`) and non-finite weights are
+    never saved. Returns the best model (by validation loss), in eval mode, and writes it
+    with ``save_pretrained`` to ``out_dir/model``.
     """
     cfg = cfg or ContrastiveTrainConfig()
     store = store if isinstance(store, ObservationStore) else ObservationStore(store)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config({"store": str(store.path), "train": asdict(cfg)}, out / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     c, t = store.shape
     overrides = dict(cfg.model_overrides)
@@ -161,6 +199,15 @@ def fit_contrastive(
         **overrides,
     )
     task = ContrastiveTask(model, cfg.lr)
+    run_config = {
+        "model": "contrastive",
+        "store": str(store.path),
+        "train": asdict(cfg),
+        "resolved_model": model.config,
+    }
+    fixed = [f"train.{k}" for k in cfg.resume_fixed] + ["model", "resolved_model"]
+    ckpt_path, resume_step = prepare_resume(out, resume, run_config, task, fixed)
+    save_config(run_config, out / "config.yaml")  # only now: a refused resume changes nothing
     ckpt = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=out / "checkpoints", monitor="val/total", mode="min", save_last=True
     )
@@ -179,13 +226,13 @@ def fit_contrastive(
         devices=cfg.devices,
         precision=resolve_precision(cfg.precision),
         callbacks=cbs,
-        logger=L.pytorch.loggers.CSVLogger(out, name="logs", version=""),
+        logger=RunCSVLogger(out, resume_step=resume_step),
         enable_progress_bar=cfg.progress,
         enable_model_summary=False,
         use_distributed_sampler=False,  # SourceBatchSampler shards by rank itself
         log_every_n_steps=1,
     )
-    trainer.fit(task, datamodule=ContrastiveData(store, cfg))
+    trainer.fit(task, datamodule=ContrastiveData(store, cfg), ckpt_path=ckpt_path)
     if ckpt.best_model_path:
         state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
         task.load_state_dict(state["state_dict"])

@@ -9,13 +9,15 @@ the checkpoint and are what gets saved as the model.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
+import typing
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
@@ -23,7 +25,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
-from whatsreal.config import save_config
+from whatsreal.config import check_keys, convert_value, save_config, validate_dataclass
 from whatsreal.errors import ConfigError
 from whatsreal.models.base import load_pretrained
 from whatsreal.models.counterfactual import (
@@ -40,6 +42,13 @@ from whatsreal.sampling import (
 )
 from whatsreal.store import ObservationStore
 from whatsreal.train.contrastive import resolve_precision
+from whatsreal.train.guards import (
+    RunCSVLogger,
+    prepare_resume,
+    read_metrics,
+    refuse_nonfinite_checkpoint,
+    stop_if_not_finite,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +61,12 @@ class CounterfactualTrainConfig:
 
     Defaults are seed 000's (AdamW 1e-4, batch 64, 75,000 steps, validation every 1,000
     steps, up to 5 instrument views, 95/5 split) except the preset, which is ``cpu``.
+    Every value is converted to its field's type and checked against ``limits`` when the
+    config is made (``lr: 1e-3``, a string in YAML 1.1, becomes 0.001).
     """
 
     preset: str = "cpu"
-    modality: str = "auto"  # image for (C, H, W) stores, series for (C, T)
+    modality: Literal["auto", "image", "series"] = "auto"  # image: (C, H, W) stores; series: (C, T)
     model_overrides: dict[str, Any] = field(default_factory=dict)
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -68,8 +79,8 @@ class CounterfactualTrainConfig:
     val_batches: int = 8
     n_physics: int = 1
     n_instrument: int = 5
-    instrument_views: str = "auto"
-    batching: str = "random"  # "sky": batches of sky neighbours that share instrument views
+    instrument_views: Literal["auto", "sky", "pool"] = "auto"
+    batching: Literal["random", "sky"] = "random"  # sky: batches of neighbours sharing views
     init_from: str | None = None  # a saved model whose encoders (and heads) start this run
     ema_decay: float = 0.999
     grad_clip: float = 1.0
@@ -88,6 +99,40 @@ class CounterfactualTrainConfig:
     ckpt_every: int = 1_000
     snapshot_minutes: float | None = None
     progress: bool = True
+    log_every: int = 10  # optimizer steps between rows of logs/metrics.csv
+
+    limits: ClassVar[dict[str, str]] = {
+        "lr": "> 0",
+        "weight_decay": ">= 0",
+        "warmup_steps": ">= 0",
+        "min_lr_ratio": ">= 0 and <= 1",
+        "batch_size": ">= 1",
+        "max_steps": ">= 1",
+        "max_minutes": "> 0",
+        "val_every": ">= 1",
+        "val_batches": ">= 1",
+        "n_physics": ">= 1",
+        "n_instrument": ">= 0",
+        "ema_decay": ">= 0 and <= 1",
+        "grad_clip": ">= 0",
+        "val": ">= 0 and < 1",
+        "test": ">= 0 and < 1",
+        "split_seed": ">= 0",
+        "seed": ">= 0 and <= 4294967295",  # Lightning replaces a larger seed by a random one
+        "num_workers": ">= 0",
+        "num_nodes": ">= 1",
+        "ckpt_every": ">= 1",
+        "snapshot_minutes": "> 0",
+        "log_every": ">= 1",
+    }
+    # What a checkpoint depends on: a resume that changes any of these is refused.
+    resume_fixed: ClassVar[tuple[str, ...]] = (
+        *("preset", "modality", "model_overrides"),
+        *("val", "test", "split_seed"),
+    )
+
+    def __post_init__(self) -> None:
+        validate_dataclass(self, "train")
 
     @property
     def splits(self) -> SplitSpec:
@@ -142,6 +187,7 @@ class CounterfactualTask(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         gen = step_generator(self.cfg.seed, self.global_step, self.global_rank, self.device)
         losses = self._forward(self._prepare(batch), gen)
+        stop_if_not_finite(losses["total"], batch, self.trainer)  # before it reaches the weights
         bs = batch["anchor"].shape[0]
         for name, value in losses.items():
             self.log(f"train/{name}", value, batch_size=bs, prog_bar=name == "total")
@@ -152,6 +198,9 @@ class CounterfactualTask(L.LightningModule):
         # (callbacks' on_train_batch_end runs first), so resumed runs continue exactly.
         super().optimizer_step(*args, **kwargs)
         self.ema.update_parameters(self.model)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        refuse_nonfinite_checkpoint(checkpoint, self.global_step)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         gen = step_generator(self.cfg.seed + 1, batch_idx, self.global_rank, self.device)
@@ -284,16 +333,27 @@ def build_for_store(store: ObservationStore, cfg: CounterfactualTrainConfig) -> 
     if modality == "series" and len(shape) != 2:
         raise ConfigError(f"modality 'series' needs (C, T) arrays; store has {shape}")
     overrides = dict(cfg.model_overrides)
+    check_keys(overrides, _model_options(), "train.model_overrides")
     if "stretch" not in overrides and modality == "series":
         overrides["stretch"] = "linear"
     if overrides.get("scale", "auto") == "auto":
         overrides["scale"] = default_scale(store, modality)
+    hints = typing.get_type_hints(CounterfactualModel.__init__)
+    overrides = {  # YAML 1.1 reads `hybrid_weight: 3e-1` as a string
+        k: convert_value(v, hints.get(k, Any), f"train.model_overrides.{k}")
+        for k, v in overrides.items()
+    }
     if overrides.get("adversary_weight", 0) > 0:
         overrides.setdefault("n_instruments", len(store.instruments))
     model = build_counterfactual_model(cfg.preset, modality, shape[0], shape[-1], **overrides)
     if cfg.init_from:
         warm_start(model, cfg.init_from)
     return model
+
+
+def _model_options() -> list[str]:
+    skip = {"self", "modality", "in_channels", "size"}
+    return [p for p in inspect.signature(CounterfactualModel.__init__).parameters if p not in skip]
 
 
 WARM_START_PREFIXES = (
@@ -339,28 +399,31 @@ def fit_counterfactual(
 ) -> CounterfactualModel:
     """Train on a store; write config, checkpoints, a CSV log and the EMA model.
 
-    ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt`` if present; pass a
-    path to resume from a given checkpoint, or False to start afresh. Returns the EMA
-    model in eval mode, also saved with ``save_pretrained`` to ``out_dir/model``.
+    ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt`` if present (or the
+    previous checkpoint, with a warning, if that one is unreadable); pass a path to resume
+    from a given checkpoint, or False to start afresh. A resume whose model or splits differ
+    from the run's is refused before any file is touched; the CSV log keeps earlier rows.
+    Training stops with :class:`~whatsreal.errors.NonFiniteError` on a NaN or inf loss, and
+    non-finite weights are never saved. Returns the EMA model in eval mode, also saved with
+    ``save_pretrained`` to ``out_dir/model``.
     """
     cfg = cfg or CounterfactualTrainConfig()
     store = store if isinstance(store, ObservationStore) else ObservationStore(store)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_for_store(store, cfg)
-    save_config(
-        {
-            "model": "counterfactual",
-            "store": str(store.path),
-            "train": asdict(cfg),
-            "resolved_model": model.config,
-        },
-        out / "config.yaml",
-    )
+    run_config = {
+        "model": "counterfactual",
+        "store": str(store.path),
+        "train": asdict(cfg),
+        "resolved_model": model.config,
+    }
     if cfg.channels_last and model.modality == "image":
         model = model.to(memory_format=torch.channels_last)
     task = CounterfactualTask(model, cfg)
+    fixed = [f"train.{k}" for k in cfg.resume_fixed] + ["model", "resolved_model"]
+    ckpt_path, resume_step = prepare_resume(out, resume, run_config, task, fixed)
+    save_config(run_config, out / "config.yaml")  # only now: a refused resume changes nothing
     ckpt = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=out / "checkpoints",
         every_n_train_steps=cfg.ckpt_every,
@@ -387,13 +450,12 @@ def fit_counterfactual(
         precision=resolve_precision(cfg.precision),
         gradient_clip_val=cfg.grad_clip or None,
         callbacks=cbs,
-        logger=L.pytorch.loggers.CSVLogger(out, name="logs", version=""),
+        logger=RunCSVLogger(out, resume_step=resume_step),
         enable_progress_bar=cfg.progress,
         enable_model_summary=False,
         use_distributed_sampler=False,  # StepBatchSampler shards by rank itself
-        log_every_n_steps=10,
+        log_every_n_steps=cfg.log_every,
     )
-    ckpt_path = _resume_path(out, resume)
     trainer.fit(task, datamodule=CounterfactualData(store, cfg), ckpt_path=ckpt_path)
     ema: CounterfactualModel = task.ema.module.cpu().eval()  # type: ignore[assignment]
     ema = ema.to(memory_format=torch.contiguous_format)
@@ -455,14 +517,11 @@ def fit_within_minutes(
 
 def logged_steps(run_dir: str | Path) -> int | None:
     """Optimizer steps a run took, from its CSV log: the last logged step + 1, so exact to
-    within the logging interval (10 steps)."""
-    import csv
-
+    within the logging interval (``log_every``, 10 steps by default)."""
     path = Path(run_dir) / "logs" / "metrics.csv"
     if not path.is_file():
         return None
-    with open(path) as f:
-        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("step")]
+    steps = [int(float(r["step"])) for r in read_metrics(path) if r.get("step")]
     return max(steps) + 1 if steps else 0
 
 
@@ -470,15 +529,3 @@ def _multi_device(cfg: CounterfactualTrainConfig) -> bool:
     if cfg.num_nodes > 1 or cfg.devices not in (1, "1", "auto"):
         return True
     return cfg.devices == "auto" and torch.cuda.device_count() > 1
-
-
-def _resume_path(out: Path, resume: bool | str | Path) -> str | None:
-    if resume is False:
-        return None
-    if resume is True:
-        last = out / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
-    path = Path(resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
-    return str(path)

@@ -4,12 +4,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from whatsreal.config import apply_overrides, load_config, merge
+from whatsreal.config import (
+    apply_overrides,
+    build_dataclass,
+    check_keys,
+    convert_value,
+    load_config,
+)
 from whatsreal.errors import ConfigError
+
+# ``resolved_model`` is what a run writes into its own config.yaml; it is ignored on input
+# (the model is rebuilt from ``train``), so a run's saved config can be trained again.
+RUN_KEYS = ("model", "store", "out", "train", "resolved_model")
 
 
 def _kind(kind: str) -> tuple[type, Any]:
@@ -25,18 +35,20 @@ def _kind(kind: str) -> tuple[type, Any]:
 
 
 def resolve_run_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Defaults, then the file, then ``key.sub=value`` overrides; unknown keys are errors
-    (except under ``train.model_overrides``, which the model validates)."""
+    """The file, then ``key.sub=value`` overrides, checked and converted: unknown keys are
+    errors that suggest the closest valid one, values take their field's type and range
+    (``train.model_overrides`` is left to the model, which validates it when built)."""
     cfg = load_config(path)
-    kind = cfg.get("model", "counterfactual")
-    train_cls, _ = _kind(kind)
-    full = merge({"model": kind, "store": None, "out": None, "train": asdict(train_cls())}, cfg)
-    unknown = sorted(set(full["train"]) - {f.name for f in fields(train_cls)})
-    if unknown:
-        raise ConfigError(f"{path}: unknown train keys {unknown}")
-    free = [o for o in overrides if o.startswith("train.model_overrides.")]
-    full = apply_overrides(full, [o for o in overrides if o not in free])
-    return apply_overrides(full, free, strict=False)
+    try:
+        full = apply_overrides(cfg, overrides, strict=False)
+        check_keys(full, RUN_KEYS)
+        kind = convert_value(full.get("model", "counterfactual"), str, "model")
+        train_cls, _ = _kind(kind)
+        train = build_dataclass(train_cls, full.get("train") or {}, where="train")
+        places = {key: convert_value(full.get(key), str | None, key) for key in ("store", "out")}
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return {"model": kind, **places, "train": asdict(train)}
 
 
 def run_from_config(full: dict[str, Any]) -> Any:
