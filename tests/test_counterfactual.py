@@ -392,3 +392,12 @@ def test_shipped_configs_resolve(path):
     assert full["train"]["max_steps"] == 7 and full["store"] and full["out"]
     build = CounterfactualTrainConfig(**full["train"])  # every key is a real field
     assert build.preset in ("cpu", "paper", "tiny")
+
+
+def test_bf16_mixed_precision_trains_with_gradient_clipping(paired_store, tmp_path, one_thread):
+    """Mixed precision (the GPU default) must not meet Lightning's refusal of a fused
+    optimizer under gradient clipping: the optimizer is fused in full precision only."""
+    cfg = _cfg(precision="bf16-mixed", max_steps=2, val_every=2, ckpt_every=2, grad_clip=1.0)
+    model = fit_counterfactual(paired_store, tmp_path / "bf16", cfg)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert (tmp_path / "bf16" / "model").is_dir()

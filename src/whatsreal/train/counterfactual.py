@@ -218,7 +218,10 @@ class CounterfactualTask(L.LightningModule):
         return batch
 
     def configure_optimizers(self) -> Any:
-        fused = self.cfg.fused_optimizer and _fused_ok()
+        # Lightning refuses gradient clipping with a fused optimizer under mixed precision
+        # (bf16-mixed is the GPU default): fuse in full precision only.
+        mixed = "mixed" in resolve_precision(self.cfg.precision) or self.cfg.precision == "16"
+        fused = self.cfg.fused_optimizer and _fused_ok() and not mixed
         opt = torch.optim.AdamW(
             self.model.parameters(),
             lr=self.cfg.lr,
