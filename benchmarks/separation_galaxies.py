@@ -100,6 +100,7 @@ def main() -> None:
         out = Path(cfg["out"]) / v
         entry = dict(results["variants"].get(v, {})) if args.skip_train else {}
         entry["overrides"] = over
+        entry["command"] = results["command"]
         if not args.skip_train:
             print(f"[{v}] training for {minutes} min -> {out}", flush=True)
             _, info = fit_within_minutes(store, out, run_cfg, minutes)
