@@ -471,8 +471,10 @@ def measure_step_seconds(
     store: ObservationStore, cfg: CounterfactualTrainConfig, steps: int = 7
 ) -> float:
     """Median wall time of one training step (forward, backward, AdamW) on real batches of
-    ``cfg``'s batching, after two warm-up steps; sizes a step budget to a time budget."""
+    ``cfg``'s batching and precision, on the CPU, after two warm-up steps; sizes a step
+    budget to a time budget."""
     torch.manual_seed(cfg.seed)
+    bf16 = resolve_precision(cfg.precision).startswith("bf16")
     model = build_for_store(store, cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     views = ViewDataset(
@@ -484,7 +486,8 @@ def measure_step_seconds(
         chunk = items[i * cfg.batch_size : (i + 1) * cfg.batch_size].tolist()
         batch = collate_views(views.__getitems__(chunk))
         t0 = time.perf_counter()
-        loss = model.loss(batch)["total"]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(batch)["total"]
         opt.zero_grad()
         loss.backward()
         opt.step()
