@@ -385,9 +385,11 @@ def separation_galaxies(r: dict) -> list[str]:
     evaluated = {v: e for v, e in r["variants"].items() if e.get("evaluation")}
     lines = [
         f"`cpu` preset on simulated HSC × Legacy galaxies, {r['minutes_per_variant']:g} min of "
-        "training per variant on this machine; from `tuned` (issue 5's kept levers) each "
-        "variant makes one change against the row above it, except `highpass`, which is one "
-        "change against `same_survey_negatives`. Probes (seed-000 MLP) are trained on "
+        "training per variant on this machine (`staged` starts from `encoders_only`'s "
+        "encoders: 20 min in all); from `tuned` (issue 5's kept levers) each variant makes "
+        "one change, named in `configs/benchmarks/separation_galaxies.yaml`, against "
+        "`tuned`, `random_batches`, `same_survey_negatives` or `agreement`. Probes (seed-000 "
+        "MLP) are trained on "
         f"{shared['n_probe_train']:,} training galaxies and scored on {shared['n_test']:,} "
         "held-out ones, **within one survey**: a survey's own observing conditions from its "
         "own observations (seed 000 Fig. 5). *instrument latent (+ context)* is the mean of "
@@ -403,6 +405,7 @@ def separation_galaxies(r: dict) -> list[str]:
         "latent (chance 0.5) | worst transfer gap |",
         "|---|---|---|---|---|---|---|",
     ]
+    commands = {e.get("command") for e in evaluated.values() if e.get("command")}
     for v, e in evaluated.items():
         ev = e["evaluation"]
         gap = max(q["gap"] for t in ev["transfer"].values() for q in t.values())
@@ -462,6 +465,9 @@ def separation_galaxies(r: dict) -> list[str]:
         for direction, t in e["evaluation"]["transfer"].items():
             cells = ", ".join(f"{k} {q['in_survey']:.2f}→{q['transfer']:.2f}" for k, q in t.items())
             lines.append(f"- {v}, {direction}: {cells}")
+    if len(commands) > 1:
+        lines += ["", "Commands, per variant:", ""]
+        lines += [f"- {v}: `{e['command']}`" for v, e in evaluated.items() if e.get("command")]
     lines += ["", f"![seed 000 Fig. 5 per survey](results/{r['config']['name']}.png)", ""]
     lines += ["Goals (issue 10):", "", "| variant | goal | value | |", "|---|---|---|---|"]
     for v, goals in r.get("goals", {}).items():
@@ -511,6 +517,60 @@ def separation_lightcurves(r: dict) -> list[str]:
     return lines
 
 
+def embed(r: dict) -> list[str]:
+    lines = [
+        f"Observations/s through both {r['config']['shape']} ResNet-18 encoders of the "
+        f"`{r['config']['preset']}` counterfactual model ({r['parameters_M']} M parameters, "
+        f"latents {r['latent_dim']} + {r['latent_dim']}), random weights and inputs, median of "
+        f"{r['config']['repeats']} repeats of {r['config']['n_obs']:,} observations. *eager*: "
+        "fp32, contiguous, no inference_mode; *tuned*: the `whatsreal embed` path "
+        "(batch norms folded into the convolutions, channels_last, inference_mode, threads "
+        "set); *bf16*: tuned plus bf16 autocast (`whatsreal embed --bf16`), shown beside, "
+        "not the default; its error is relative to the plain fp32 latents.",
+        "",
+        "| mode | batch | threads | obs/s | all repeats |",
+        "|---|---|---|---|---|",
+    ]
+    for x in r["rows"]:
+        err = x.get("max_rel_error_vs_fp32")
+        mode = x["mode"] + (f" (max rel. error {err})" if err is not None else "")
+        lines.append(
+            f"| {mode} | {x['batch_size']} | {x['threads']} | {x['obs_per_s']:,.0f} | "
+            + ", ".join(f"{v:,.0f}" for v in x["obs_per_s_all"])
+            + " |"
+        )
+    lines += [
+        "",
+        f"Tuned / eager: {r['ratio_tuned_vs_eager']}× (best tuned batch "
+        f"{r['best_tuned']['batch_size']}); that is {r['encoder_passes_per_s_best_tuned']:,.0f} "
+        f"single-encoder passes/s. Goal ({r['goal']}): {_yes(r['goal_met'])}.",
+    ]
+    return lines
+
+
+def search(r: dict) -> list[str]:
+    c = r["config"]
+    lines = [
+        f"{r['n_vectors']:,} clustered vectors of {r['dim']} dimensions ({c['n_clusters']} "
+        f"Gaussian clusters on {c['intrinsic_dim']}-D subspaces), {c['n_queries']} held-out "
+        f"queries; the index `whatsreal index` picks at this size: **{r['kind']}** "
+        f"{r['default_params']}, built in {r['build_seconds']} s. Latency: median over single "
+        f"queries; recall@{c['k']} against exact search. Exact search: "
+        f"{r['exact_ms_per_query']} ms per single query.",
+        "",
+        "| nprobe | ms/query (single) | ms/query (batched) | recall@10 |",
+        "|---|---|---|---|",
+    ]
+    for x in r["rows"]:
+        mark = " (default)" if x["default"] else ""
+        lines.append(
+            f"| {x['nprobe']}{mark} | {x['ms_per_query']} | {x['batched_ms_per_query']} | "
+            f"{x['recall_at_10']} |"
+        )
+    lines += ["", f"Peak RSS {r['peak_rss_mb']:.0f} MB. Goal ({r['goal']}): {_yes(r['goal_met'])}."]
+    return lines
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "pairing": ("Sky pairing", pairing),
     "store_io": ("Observation store I/O", store_io),
@@ -533,6 +593,8 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
         "Separation on light curves: star latent vs instrument, equal steps (issue 10)",
         separation_lightcurves,
     ),
+    "embed": ("Embedding throughput: the two ResNet-18 encoders (issue 13)", embed),
+    "search": ("Similarity search: FAISS latency and recall at 10^6 vectors (issue 13)", search),
 }
 
 DEFAULT_COMMANDS = {"galaxies": "python benchmarks/galaxies.py --minutes 15"}
