@@ -385,9 +385,10 @@ def separation_galaxies(r: dict) -> list[str]:
     evaluated = {v: e for v, e in r["variants"].items() if e.get("evaluation")}
     lines = [
         f"`cpu` preset on simulated HSC × Legacy galaxies, {r['minutes_per_variant']:g} min of "
-        "training per variant on this machine (`staged` starts from `encoders_only`'s "
-        "encoders: 20 min in all); from `tuned` (issue 5's kept levers) each variant makes "
-        "one change, named in `configs/benchmarks/separation_galaxies.yaml`, against "
+        "training per variant on this machine unless the steps column says otherwise "
+        "(`staged` starts from `encoders_only`'s encoders: 20 min in all); from `tuned` "
+        "(issue 5's kept levers) each variant makes one change, named in "
+        "`configs/benchmarks/separation_galaxies.yaml`, against "
         "`tuned`, `random_batches`, `same_survey_negatives` or `agreement`. Probes (seed-000 "
         "MLP) are trained on "
         f"{shared['n_probe_train']:,} training galaxies and scored on {shared['n_test']:,} "
@@ -411,6 +412,8 @@ def separation_galaxies(r: dict) -> list[str]:
         gap = max(q["gap"] for t in ev["transfer"].values() for q in t.values())
         t = e.get("training", {})
         steps = f"{t.get('steps_trained', '?')} / {t.get('max_steps', '?')}"
+        if e.get("minutes") and e["minutes"] != r["minutes_per_variant"]:
+            steps += f" ({e['minutes']:g} min)"
         lines.append(
             f"| {v} | `{json.dumps(e['overrides'])}` | {steps} | "
             f"{ev['retrieval']['top1']:.3f} | {ev['retrieval']['recall@10']:.3f} | "

@@ -83,7 +83,7 @@ def main() -> None:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
         },
-        "minutes_per_variant": minutes,
+        "minutes_per_variant": float(cfg["minutes"]),
         "variants": dict(previous.get("variants", {})),
     }
     for key in ("shared", "goals"):  # kept until this run re-evaluates them
@@ -105,6 +105,7 @@ def main() -> None:
             print(f"[{v}] training for {minutes} min -> {out}", flush=True)
             _, info = fit_within_minutes(store, out, run_cfg, minutes)
             entry["training"] = info
+            entry["minutes"] = minutes
             print(f"[{v}] {info}", flush=True)
         results["variants"][v] = entry
         models[v] = load_pretrained(out / "model")
