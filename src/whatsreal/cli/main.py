@@ -37,26 +37,23 @@ def _angle(text: str):
     return q
 
 
-def _count(text: str) -> int:
-    """An integer >= 1 (a number of things, where 0 makes no sense)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
+def _whole(minimum: int, what: str):
+    """An argparse type: an integer >= ``minimum`` (``what`` names it in the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}; got {value}")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    """A random seed: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a seed must be >= 0; got {value}")
-    return value
+_count = _whole(1, "a count")  # a number of things, where 0 makes no sense
+_seed = _whole(0, "a seed")
 
 
 def _positive(text: str) -> float:
