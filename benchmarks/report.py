@@ -471,6 +471,22 @@ def separation_galaxies(r: dict) -> list[str]:
     if len(commands) > 1:
         lines += ["", "Commands, per variant:", ""]
         lines += [f"- {v}: `{e['command']}`" for v, e in evaluated.items() if e.get("command")]
+    spread = r.get("condition_spread")
+    if spread:
+        names = list(next(iter(spread.values())))
+        lines += [
+            "",
+            "How the conditions vary within each survey (`python "
+            "benchmarks/separation_galaxies.py --spread-only`): standard deviation in the "
+            "probes' units (arcsec, mag, dex), and in brackets the mean correlation between "
+            "an observation's value and each of its sky neighbours'.",
+            "",
+            "| survey | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        for survey, per in spread.items():
+            cells = [f"{per[n]['std']:.3f} ({per[n]['neighbour_corr']:.2f})" for n in names]
+            lines.append(f"| {survey} | " + " | ".join(cells) + " |")
     lines += ["", f"![seed 000 Fig. 5 per survey](results/{r['config']['name']}.png)", ""]
     lines += ["Goals (issue 10):", "", "| variant | goal | value | |", "|---|---|---|---|"]
     for v, goals in r.get("goals", {}).items():

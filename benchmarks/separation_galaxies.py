@@ -51,6 +51,11 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="evaluate existing runs")
     ap.add_argument("--train-only", action="store_true", help="train, do not evaluate")
     ap.add_argument(
+        "--spread-only",
+        action="store_true",
+        help="only measure how the conditions vary within each survey (seconds)",
+    )
+    ap.add_argument(
         "--reuse-shared",
         action="store_true",
         help="keep the references of the previous results instead of retraining them",
@@ -86,7 +91,10 @@ def main() -> None:
         "minutes_per_variant": float(cfg["minutes"]),
         "variants": dict(previous.get("variants", {})),
     }
-    for key in ("shared", "goals"):  # kept until this run re-evaluates them
+    if args.spread_only:  # no model is trained or evaluated
+        chosen = []
+        results["command"] = previous.get("command", results["command"])
+    for key in ("shared", "goals", "condition_spread"):  # kept until this run redoes them
         if key in previous:
             results[key] = previous[key]
     models = {}
@@ -114,12 +122,20 @@ def main() -> None:
         return
     from whatsreal.evaluate.separation import (
         SeparationSettings,
+        condition_spread,
         evaluate_separation,
         separation_figure,
         separation_goals,
     )
 
     settings = SeparationSettings(**cfg.get("evaluation", {}))
+    results["condition_spread"] = {
+        name: condition_spread(store, name, k=settings.k_context) for name in settings.surveys
+    }
+    if args.spread_only:
+        atomic_write_json(result_path, results)
+        print(json.dumps(results["condition_spread"], indent=1))
+        return
     torch.manual_seed(0)
     random_model = build_for_store(store, base).eval()
     shared = previous.get("shared") if args.reuse_shared else None

@@ -341,3 +341,19 @@ def test_track_trains_the_baseline_for_the_dual_models_steps(tmp_path, one_threa
     saved = _json.loads((tmp_path / "t" / "dual" / "model" / "config.json").read_text())
     assert "same_instrument" in _json.dumps(saved)
     assert r["equal_steps"] is True
+
+
+def test_condition_spread_sees_conditions_shared_by_sky_neighbours(galaxy_store):
+    from whatsreal.evaluate.separation import condition_spread
+
+    spread = condition_spread(galaxy_store, "hsc", n=200, k=3)
+    # the simulator's PSF varies smoothly over the sky: neighbours share it
+    assert spread["psf_fwhm_i"]["std"] > 0
+    assert spread["psf_fwhm_i"]["neighbour_corr"] > 0.8
+    assert all(
+        -1 <= v["neighbour_corr"] <= 1
+        for v in spread.values()
+        if v["neighbour_corr"] == v["neighbour_corr"]
+    )
+    with pytest.raises(ValueError, match="not in"):
+        condition_spread(galaxy_store, "euclid")

@@ -132,6 +132,38 @@ def condition_table(store: ObservationStore, rows: np.ndarray) -> dict[str, np.n
     return out
 
 
+def condition_spread(
+    store: ObservationStore, survey: str, n: int = 3000, k: int = 5
+) -> dict[str, dict[str, float]]:
+    """How much each observing condition varies within one survey, and how much of it sky
+    neighbours share: {condition: {"std", "neighbour_corr"}} over the survey's first ``n``
+    observations. ``std`` is in :func:`condition_table`'s units (arcsec, mag, dex);
+    ``neighbour_corr`` is the mean over the ``k`` context slots of the correlation between
+    an observation's value and its neighbour's (what the instrument encoder can pool)."""
+    if survey not in store.instruments:
+        raise ValueError(f"survey {survey!r} not in {store.path}; it has {store.instruments}")
+    rows = np.flatnonzero(np.asarray(store.instrument) == store.instruments.index(survey))[:n]
+    if rows.size < 3:
+        raise ValueError(f"{store.path}: {survey} has {rows.size} observations; need >= 3")
+    own = condition_table(store, rows)
+    ctx = sky_context_rows(store, rows, k)
+    out: dict[str, dict[str, float]] = {}
+    for name, values in own.items():
+        corrs = []
+        for j in range(ctx.shape[1]):
+            have = ctx[:, j] >= 0
+            if have.sum() < 3 or np.std(values[have]) == 0:
+                continue
+            other = condition_table(store, ctx[have, j])[name]
+            if np.std(other) > 0:
+                corrs.append(float(np.corrcoef(values[have], other)[0, 1]))
+        out[name] = {
+            "std": float(np.std(values)),
+            "neighbour_corr": float(np.mean(corrs)) if corrs else math.nan,
+        }
+    return out
+
+
 def physics_table(store: ObservationStore, rows: np.ndarray) -> dict[str, np.ndarray]:
     """The physical parameters of each row's source (log10 r_half, as the probes use it)."""
     t = truth_table(store, np.asarray(rows, dtype=np.int64))
