@@ -213,3 +213,73 @@ def test_training_with_every_lever_on(sky_store, tmp_path, one_thread):
         fit_counterfactual(
             sky_store, tmp_path / "bad", CounterfactualTrainConfig(**base, batching="nearby")
         )
+
+
+def test_memory_negatives_only_add_to_the_denominator():
+    from whatsreal.models.contrastive import multi_positive_info_nce
+
+    torch.manual_seed(0)
+    z = torch.randn(6, 4)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    plain = multi_positive_info_nce(z, labels, 0.5)
+    memory = torch.randn(5, 4)
+    none_allowed = torch.zeros(6, 5, dtype=torch.bool)
+    torch.testing.assert_close(
+        multi_positive_info_nce(z, labels, 0.5, None, memory, none_allowed), plain
+    )
+    with_memory = multi_positive_info_nce(z, labels, 0.5, None, memory)
+    assert with_memory > plain
+    # known answer for one anchor pair: logsumexp(others + memory) - logsumexp(positives)
+    zn, mn = torch.nn.functional.normalize(z, dim=1), torch.nn.functional.normalize(memory, dim=1)
+    sim = zn @ zn.T / 0.5
+    expect = []
+    for a in range(6):
+        others = torch.cat([sim[a][torch.arange(6) != a], zn[a] @ mn.T / 0.5])
+        expect.append(torch.logsumexp(others, 0) - sim[a, a ^ 1])  # one positive: a's pair
+    torch.testing.assert_close(with_memory, torch.stack(expect).mean())
+
+
+def test_instrument_memory_fills_and_skips_the_anchors_own_sky_patch(sky_store, one_thread):
+    views = ViewDataset(sky_store, "train", n_instrument=3)
+    batch = collate_views(views.__getitems__(list(range(8))))
+    assert batch["anchor_xyz"].shape == (8, 3)
+    torch.testing.assert_close(batch["anchor_xyz"].norm(dim=1), torch.ones(8))
+    torch.manual_seed(0)
+    over = dict(hybrid_weight=1.0, instrument_negatives="same_instrument", instrument_memory=12)
+    model = build_counterfactual_model("tiny", "image", 2, 16, **over).train()
+    model.loss(batch)
+    assert model._memory["z"].shape[0] == 8  # this batch's anchors
+    model.loss(batch)
+    assert model._memory["z"].shape[0] == 12  # capped at instrument_memory
+    # the same anchors again: every memory entry at an anchor's own position is excluded
+    owner = torch.arange(8)
+    groups = torch.cat([batch["instrument"], batch["instrument"]])
+    _, allowed = model._memory_negatives(batch, owner, groups)
+    xyz = torch.cat([batch["anchor_xyz"], batch["anchor_xyz"]])
+    same_place = xyz @ model._memory["xyz"].T > 0.999999
+    assert same_place.any() and not (allowed & same_place).any()
+    other_inst = groups[:, None] != model._memory["group"][None, :]
+    assert not (allowed & other_inst).any()
+    with pytest.raises(ConfigError, match="instrument_memory"):
+        build_counterfactual_model("tiny", "image", 2, 16, instrument_memory=-1)
+
+
+def test_band_drop_blanks_the_same_bands_in_every_instrument_input(sky_store, one_thread):
+    views = ViewDataset(sky_store, "train", n_instrument=3)
+    batch = collate_views(views.__getitems__(list(range(8))))
+    model = build_counterfactual_model("tiny", "image", 2, 16, instrument_band_drop=0.5)
+    seen = set()
+    for seed in range(12):
+        out = model._drop_bands(batch, torch.Generator().manual_seed(seed))
+        kept = out["instrument_anchor"].abs().sum(dim=(0, 2, 3)) > 0
+        assert kept.any()  # at least one band survives
+        for c in range(2):
+            same = torch.equal(out["instrument_views"][:, :, c], batch["instrument_views"][:, :, c])
+            assert same == bool(kept[c])
+            blank = not out["instrument_views"][:, :, c].any()
+            assert blank == (not bool(kept[c]))
+        torch.testing.assert_close(out["anchor"], batch["anchor"])  # physics input untouched
+        seen.add(tuple(kept.tolist()))
+    assert len(seen) > 1
+    with pytest.raises(ConfigError, match="band_drop"):
+        build_counterfactual_model("tiny", "image", 2, 16, instrument_band_drop=1.0)

@@ -55,7 +55,12 @@ __all__ = [
 
 
 def multi_positive_info_nce(
-    z: Tensor, labels: Tensor, tau: float, groups: Tensor | None = None
+    z: Tensor,
+    labels: Tensor,
+    tau: float,
+    groups: Tensor | None = None,
+    memory: Tensor | None = None,
+    memory_allowed: Tensor | None = None,
 ) -> Tensor:
     """Multi-positive InfoNCE of seed 001 (eqs. 7-9) over a batch of embeddings z (B, D).
 
@@ -70,6 +75,10 @@ def multi_positive_info_nce(
     (eq. 8 divides by B; we divide by the number of anchors that have a positive, so the loss
     scale does not depend on how many singletons a batch happens to contain). If no anchor has
     a positive the result is a zero that still carries a gradient graph.
+
+    ``memory`` (M, D), embeddings kept from earlier batches (cross-batch memory, XBM), adds
+    negatives only, without gradient; ``memory_allowed`` (B, M) says which of them each
+    anchor may use (default: all).
     """
     if z.ndim != 2:
         raise ValueError(f"z must have shape (batch, dim), got {tuple(z.shape)}")
@@ -93,6 +102,16 @@ def multi_positive_info_nce(
     if groups is not None:
         groups = groups.to(z.device)
         others = positive | ((groups[:, None] == groups[None, :]) & ~eye)
+    if memory is not None and memory.shape[0] > 0:
+        mem = F.normalize(memory.detach().float().to(z.device), dim=1)
+        allowed = (
+            torch.ones(z.shape[0], mem.shape[0], dtype=torch.bool, device=z.device)
+            if memory_allowed is None
+            else memory_allowed.to(z.device).bool()
+        )
+        sim = torch.cat([sim, zn @ mem.T / tau], dim=1)
+        positive = torch.cat([positive, torch.zeros_like(allowed)], dim=1)
+        others = torch.cat([others, allowed], dim=1)
     has_positive = positive.any(dim=1)
     if not bool(has_positive.any()):
         return (z * 0.0).sum()

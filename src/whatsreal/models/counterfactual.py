@@ -265,6 +265,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         instrument_highpass: bool = False,
         instrument_positives: str = "views",
         disentangle_weight: float = 0.0,
+        instrument_memory: int = 0,
+        memory_exclusion_deg: float = 0.1,
+        instrument_band_drop: float = 0.0,
     ) -> None:
         super().__init__()
         self.config = copy.deepcopy(constructor_args(CounterfactualModel, locals()))
@@ -286,6 +289,18 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                 f"{instrument_positives!r}"
             )
         self.instrument_positives = instrument_positives
+        if instrument_memory < 0 or not memory_exclusion_deg >= 0:
+            raise ConfigError(
+                f"instrument_memory must be >= 0 and memory_exclusion_deg >= 0; got "
+                f"{instrument_memory} and {memory_exclusion_deg}"
+            )
+        if not 0.0 <= instrument_band_drop < 1.0:
+            raise ConfigError(f"instrument_band_drop must be in [0, 1); got {instrument_band_drop}")
+        self.instrument_memory = int(instrument_memory)
+        self.memory_exclusion_deg = float(memory_exclusion_deg)
+        self.instrument_band_drop = float(instrument_band_drop)
+        # cross-batch memory of anchors' instrument embeddings (not saved: it is training state)
+        self._memory: dict[str, Tensor] = {}
         if disentangle_weight < 0:
             raise ConfigError(f"disentangle_weight must be >= 0; got {disentangle_weight}")
         self.disentangle_weight = float(disentangle_weight)
@@ -438,6 +453,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         """Velocity MSE (seed 000 eq. 2), averaged over ``n_draws`` (t, x_0) draws per
         conditioning set; plus the hybrid InfoNCE terms when ``hybrid_weight`` > 0 and the
         instrument adversary on the physics latent when ``adversary_weight`` > 0."""
+        if self.training and self.instrument_band_drop > 0:
+            batch = self._drop_bands(batch, generator)
         cond, cmask, per_view = self.condition(
             batch["physics"],
             batch["physics_mask"],
@@ -467,6 +484,25 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             out["disent"] = self._disentangle(batch, anchors)
             total = total + self.disentangle_weight * out["disent"]
         out["total"] = total
+        return out
+
+    def _drop_bands(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """Blank each band with probability ``instrument_band_drop`` (at least one kept) in
+        the instrument encoder's inputs, the same bands for the whole batch (so the pattern
+        is no shortcut between positives): the instrument InfoNCE can then not be solved
+        from the one band whose conditions vary most, and must read every band's."""
+        c = self.in_channels
+        keep = torch.rand(c, generator=generator, device="cpu") >= self.instrument_band_drop
+        if not bool(keep.any()):
+            keep[int(torch.randint(c, (1,), generator=generator))] = True
+        out = dict(batch)
+        for key, dst in (("instrument_views", "instrument_views"), ("anchor", "instrument_anchor")):
+            x = batch[key]
+            shape = [1] * x.ndim
+            shape[x.ndim - (3 if self.modality == "image" else 2)] = c
+            out[dst] = x * keep.to(x.device, x.dtype).view(shape)
         return out
 
     def _adversary(
@@ -528,6 +564,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         agreement term between a source's physics latents; the anchors' latents computed
         on the way, by encoder (reused by the adversary and the disentangler)."""
         anchor = self.normalize(batch["anchor"])
+        inst_anchor = (
+            self.normalize(batch["instrument_anchor"]) if "instrument_anchor" in batch else anchor
+        )
         b = anchor.shape[0]
         items = torch.arange(b, device=anchor.device)
         zero = anchor.new_zeros((), dtype=torch.float32)
@@ -540,7 +579,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                 terms.append(zero)
                 continue
             enc = self.physics_encoder if key == "physics" else self.instrument_encoder
-            za = enc(anchor).flatten(1)
+            za = enc(anchor if key == "physics" else inst_anchor).flatten(1)
             anchors[key] = za
             zv = per_view[key][mask].flatten(1)
             if self.type_embedding is not None:  # compare raw encoder outputs
@@ -572,8 +611,57 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                 terms.append(multi_positive_info_nce(z, labels, self.tau, groups))
                 continue
             z = head(torch.cat([za, zv]).float())
-            terms.append(multi_positive_info_nce(z, torch.cat([items, owner]), self.tau, groups))
+            memory = allowed = None
+            if key == "instrument" and self.instrument_memory > 0:
+                memory, allowed = self._memory_negatives(batch, owner, groups)
+            terms.append(
+                multi_positive_info_nce(
+                    z, torch.cat([items, owner]), self.tau, groups, memory, allowed
+                )
+            )
+            if key == "instrument" and self.instrument_memory > 0 and self.training:
+                self._remember(batch, z[:b], groups)
         return terms[0], terms[1], agree, anchors
+
+    def _memory_negatives(
+        self, batch: dict[str, Tensor], owner: Tensor, groups: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Earlier anchors' instrument embeddings as extra negatives for this batch's anchors
+        and views: only those of the same instrument when negatives are ``same_instrument``,
+        and never one within ``memory_exclusion_deg`` of the item's anchor on the sky (it
+        shares the conditions, so it is no negative)."""
+        if "z" not in self._memory:
+            return None, None
+        if "anchor_xyz" not in batch:
+            raise KeyError(
+                "instrument_memory > 0 needs the batch key 'anchor_xyz' (unit sky vectors; "
+                "ViewDataset provides it)"
+            )
+        mem = self._memory
+        xyz = batch["anchor_xyz"].to(mem["xyz"].device, torch.float32)
+        xyz = torch.cat([xyz, xyz[owner]])
+        far = xyz @ mem["xyz"].T < math.cos(math.radians(self.memory_exclusion_deg))
+        if groups is not None:
+            far &= groups.to(far.device)[:, None] == mem["group"][None, :]
+        return mem["z"], far
+
+    @torch.no_grad()
+    def _remember(self, batch: dict[str, Tensor], z: Tensor, groups: Tensor | None) -> None:
+        """Push this batch's anchor embeddings into the ring buffer of ``instrument_memory``."""
+        b = z.shape[0]
+        inst = batch["instrument"].to(z.device).long() if groups is None else groups[:b]
+        new = {
+            "z": F.normalize(z.detach().float(), dim=1),
+            "group": inst.to(z.device),
+            "xyz": batch["anchor_xyz"].to(z.device, torch.float32),
+        }
+        if "z" not in self._memory:
+            self._memory = new
+        else:
+            self._memory = {
+                k: torch.cat([new[k], self._memory[k].to(z.device)])[: self.instrument_memory]
+                for k in new
+            }
 
     # -- sampling --------------------------------------------------------------------------
     @torch.inference_mode()

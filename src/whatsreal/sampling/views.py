@@ -177,6 +177,7 @@ class ViewDataset(Dataset):
             code: np.flatnonzero((idx.inst == code) & self.allowed_row)
             for code in range(len(self.store.instruments))
         }
+        self._xyz = sky_unit_vectors(self.store)
 
     def set_epoch(self, epoch: int) -> None:
         """Redraw views: items depend on (seed, epoch, index)."""
@@ -280,6 +281,7 @@ class ViewDataset(Dataset):
                 np.where(phys[b] >= 0, codes[np.maximum(phys[b], 0)], -1)
             )
             item["anchor_row"] = torch.tensor(d["anchor_row"])
+            item["anchor_xyz"] = torch.from_numpy(self._xyz[d["anchor_row"]])
             item["physics_rows"] = torch.from_numpy(phys[b])
             item["instrument_rows"] = torch.from_numpy(inst[b])
             item["source"] = torch.tensor(int(self.index.row_source[d["anchor_row"]]))
@@ -308,6 +310,18 @@ class StepIndexedViews(Dataset):
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         return self.__getitems__([k])[0]
+
+
+def sky_unit_vectors(store: Any) -> np.ndarray:
+    """(N, 3) float32 unit vectors of every store row's (ra, dec); zeros without positions
+    (they are then never close to anything)."""
+    n = len(store)
+    if not store.has_positions:
+        return np.zeros((n, 3), dtype=np.float32)
+    ra = np.deg2rad(np.asarray(store.table["ra"], dtype=np.float64))
+    dec = np.deg2rad(np.asarray(store.table["dec"], dtype=np.float64))
+    xyz = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=1)
+    return xyz.astype(np.float32)
 
 
 def morton_code(ra: np.ndarray, dec: np.ndarray, bits: int = 16) -> np.ndarray:
