@@ -33,6 +33,7 @@ from whatsreal.store import ObservationStore
 from whatsreal.train.counterfactual import (
     CounterfactualTrainConfig,
     build_for_store,
+    fit_for_steps,
     fit_within_minutes,
 )
 from whatsreal.utils import atomic_write_json
@@ -109,7 +110,12 @@ def main() -> None:
         entry = dict(results["variants"].get(v, {})) if args.skip_train else {}
         entry["overrides"] = over
         entry["command"] = results["command"]
-        if not args.skip_train:
+        if not args.skip_train and over.get("steps"):
+            print(f"[{v}] training for {over['steps']} steps -> {out}", flush=True)
+            _, info = fit_for_steps(store, out, run_cfg, int(over["steps"]))
+            entry["training"] = info
+            entry["minutes"] = round(info["train_seconds"] / 60, 1)
+        elif not args.skip_train:
             print(f"[{v}] training for {minutes} min -> {out}", flush=True)
             _, info = fit_within_minutes(store, out, run_cfg, minutes)
             entry["training"] = info

@@ -521,6 +521,25 @@ def fit_within_minutes(
     return model, info
 
 
+def fit_for_steps(
+    store: ObservationStore, out_dir: str | Path, cfg: CounterfactualTrainConfig, steps: int
+) -> tuple[CounterfactualModel, dict[str, float]]:
+    """Train for exactly ``steps`` optimizer steps (the cosine schedule ends there), however
+    long they take: comparisons at equal steps do not depend on the machine's load.
+    Returns the model and {"max_steps", "steps_trained", "train_seconds"}."""
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1; got {steps}")
+    cfg = replace(cfg, max_steps=int(steps), max_minutes=None)
+    t0 = time.perf_counter()
+    model = fit_counterfactual(store, out_dir, cfg, resume=False)
+    info = {
+        "max_steps": int(steps),
+        "steps_trained": logged_steps(out_dir),
+        "train_seconds": round(time.perf_counter() - t0, 1),
+    }
+    return model, info
+
+
 def logged_steps(run_dir: str | Path) -> int | None:
     """Optimizer steps a run took, from its CSV log: the last logged step + 1, so exact to
     within the logging interval (``log_every``, 10 steps by default)."""
