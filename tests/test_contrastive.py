@@ -250,3 +250,34 @@ def test_few_adam_steps_reduce_loss(single_latent: bool) -> None:
         history.append(loss.item())
     assert np.isfinite(history).all()
     assert np.mean(history[-3:]) < np.mean(history[:3]) - 0.15
+
+
+def test_group_agreement_loss_known_answers():
+    from whatsreal.models.contrastive import group_agreement_loss
+
+    torch.manual_seed(0)
+    z = torch.randn(4, 3)
+    same = torch.cat([z, z])  # each source seen identically by two instruments
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    assert float(group_agreement_loss(same, labels)) == pytest.approx(0.0, abs=1e-7)
+    # unrelated rows: the distance to the group mean is half the pair spread, ~1/2 of the total
+    big = torch.randn(20000, 3)
+    pairs = torch.arange(10000).repeat(2)
+    assert float(group_agreement_loss(big, pairs)) == pytest.approx(0.5, abs=0.02)
+    # scale-free, and singletons contribute nothing
+    assert float(group_agreement_loss(10 * big, pairs)) == pytest.approx(
+        float(group_agreement_loss(big, pairs)), rel=1e-5
+    )
+    assert float(group_agreement_loss(z, torch.arange(4))) == 0.0
+
+
+def test_dual_model_agreement_term_is_in_the_objective():
+    from whatsreal.models.contrastive import build_contrastive_model
+
+    torch.manual_seed(0)
+    model = build_contrastive_model("tiny", 1, 32, agreement_weight=0.5)
+    x = torch.randn(8, 1, 32)
+    out = model.loss(x, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), torch.arange(8) % 2)
+    assert "agree" in out and float(out["agree"]) > 0
+    expect = out["recon"] + out["phys"] + out["inst"] + 0.5 * out["agree"]
+    torch.testing.assert_close(out["total"], expect)

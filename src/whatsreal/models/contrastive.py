@@ -122,6 +122,19 @@ def multi_positive_info_nce(
     return (log_all - log_pos).mean()
 
 
+def group_agreement_loss(z: Tensor, labels: Tensor) -> Tensor:
+    """Invariance within groups (rows with one label: one source by several instruments):
+    mean squared distance of each row to its group's mean over the rows' total variance, so
+    rescaling the latent cannot lower it. 0 when a group's rows coincide; singletons add 0."""
+    labels = labels.to(z.device)
+    uniq, inverse = torch.unique(labels, return_inverse=True)
+    sums = z.new_zeros(uniq.numel(), z.shape[1]).index_add_(0, inverse, z)
+    counts = torch.bincount(inverse, minlength=uniq.numel()).clamp_min(1).to(z.dtype)
+    centre = (sums / counts[:, None])[inverse]
+    spread = z.var(dim=0, unbiased=False).sum().clamp_min(1e-8)
+    return (z - centre).pow(2).sum(dim=1).mean() / spread
+
+
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean squared error over valid samples (eq. 11); mask (B, T) applies to all channels."""
     if pred.shape != target.shape:
@@ -209,6 +222,7 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         phys_negatives: str = "all",
         adversary_weight: float = 0.0,
         n_instruments: int = 0,
+        agreement_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if length < 1:
@@ -225,9 +239,12 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
                 f"it predicts); got adversary_weight={adversary_weight}, "
                 f"n_instruments={n_instruments}"
             )
+        if agreement_weight < 0:
+            raise ConfigError(f"agreement_weight must be >= 0; got {agreement_weight}")
         self.config = constructor_args(type(self), locals())
         self.phys_negatives = phys_negatives
         self.adversary_weight = float(adversary_weight)
+        self.agreement_weight = float(agreement_weight)
         enc = {
             "in_channels": in_channels,
             "width": width,
@@ -276,7 +293,8 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         Options: ``phys_negatives="same_instrument"`` takes the star term's negatives from the
         anchor's instrument only, so instrument features cannot tell a star from them; an
         instrument classifier behind gradient reversal on the star latent
-        (``adversary_weight``) makes the star encoder hide the instrument."""
+        (``adversary_weight``) makes the star encoder hide the instrument; an agreement term
+        (``agreement_weight``) pulls each star latent to its star's mean over instruments."""
         out = self(x, mask)
         recon = masked_mse(out["recon"], x, mask)
         groups = instrument if self.phys_negatives == "same_instrument" else None
@@ -289,6 +307,9 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
             logits = self.adversary(reverse_gradient(out["z_phys"].float()))
             losses["adv"] = F.cross_entropy(logits, instrument.to(logits.device).long())
             total = total + self.adversary_weight * losses["adv"]
+        if self.agreement_weight > 0:
+            losses["agree"] = group_agreement_loss(out["z_phys"].float(), source)
+            total = total + self.agreement_weight * losses["agree"]
         return {"total": total, **losses}
 
 
