@@ -35,3 +35,8 @@ class QueryError(WhatsrealError, ValueError):
 
 class IndexFormatError(WhatsrealError, OSError):
     """A search index or embeddings file is missing, empty, stale or unreadable."""
+
+
+class InputLayoutError(WhatsrealError, ValueError):
+    """A survey file or folder handed to a reader is not in the layout the reader expects
+    (a missing key, a wrong shape, unknown band names, a wrong pixel scale, a damaged file)."""
