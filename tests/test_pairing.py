@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from whatsreal.errors import StoreValidationError
 from whatsreal.pairing import assign_source_ids, build_pairing, crossmatch, neighbour_graph
+from whatsreal.pairing.sky import separation_arcsec
 from whatsreal.store import ObservationStore
 
 from .conftest import write_image_store
@@ -187,3 +188,37 @@ def test_bad_positions_named():
         crossmatch([1.0], [1.0], [np.nan], [1.0])
     with pytest.raises(ValueError, match="radius must be a positive angle"):
         neighbour_graph([1.0], [1.0], [0], [0], radius=-1.0)
+
+
+def test_inference_takes_the_instrument_views_training_takes(tmp_path):
+    """One view rule: a source the target survey saw gets, at inference, exactly the views
+    the store's graph (training) gives its observation; a source it never saw gets the
+    nearest target observations of other sources around its own position."""
+    from whatsreal.infer.counterfactual import _context_rows
+    from whatsreal.sampling.views import sky_context_rows
+
+    path = write_image_store(tmp_path / "s.store", n_sources=300, shape=(1, 4, 4), drop=0.3)
+    build_pairing(ObservationStore(path), k=4, radius=400.0)
+    store = ObservationStore(path)
+    target = store.instrument_code("legacy")
+    sid, inst = store.source_id, store.instrument
+    rows_by_source = {int(s): np.flatnonzero(sid == s) for s in np.unique(sid)}
+    seen = np.unique(sid[inst == target])
+    unseen = np.setdiff1d(np.unique(sid), seen)
+    assert unseen.size > 0
+    ctx = _context_rows(store, target, seen, rows_by_source, 4, 400.0, 0)
+    own = np.array(
+        [rows_by_source[int(s)][inst[rows_by_source[int(s)]] == target][0] for s in seen]
+    )
+    np.testing.assert_array_equal(ctx, sky_context_rows(store, own, 4))
+    far = _context_rows(store, target, unseen, rows_by_source, 4, 400.0, 0)
+    ra, dec = store.table["ra"], store.table["dec"]
+    for s, row in zip(unseen, far, strict=True):
+        real = row[row >= 0]
+        assert real.size and (inst[real] == target).all() and (sid[real] != s).all()
+        q = rows_by_source[int(s)][0]
+        d = separation_arcsec(ra[q], dec[q], ra[real], dec[real])
+        assert (np.diff(d) >= 0).all() and d.max() <= 400.0  # nearest first, in the radius
+        others = np.flatnonzero((inst == target) & (sid != s))
+        closest = np.sort(separation_arcsec(ra[q], dec[q], ra[others], dec[others]))
+        np.testing.assert_allclose(d, closest[: real.size], rtol=1e-6)

@@ -16,10 +16,9 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from whatsreal.models.counterfactual import CounterfactualModel, summarize
-from whatsreal.pairing.sky import angle_arcsec, neighbour_count, unit_vectors
+from whatsreal.pairing.sky import angle_arcsec, neighbour_count, sky_neighbours
 from whatsreal.sampling import SplitSpec, assign_split
 from whatsreal.sampling.splits import split_code
 from whatsreal.store import ObservationStore
@@ -57,26 +56,28 @@ def _context_rows(
     radius_arcsec: float,
     seed: int,
 ) -> np.ndarray:
-    """(N, k) rows of the target instrument near each source (other sources only)."""
+    """(N, k) rows of the target instrument near each source (other sources only), by the
+    rule the store's neighbour graph uses (:func:`whatsreal.pairing.sky.sky_neighbours`):
+    a source the target saw is queried at that observation's position, so with the graph's
+    k and radius it gets exactly the views training gave it; another source at its first
+    observation's position. Without positions, a seeded random draw from the target's pool
+    (what ``ViewDataset`` does without a graph)."""
     pool = np.flatnonzero(store.instrument == target)
     out = np.full((sources.size, k), -1, dtype=np.int64)
     if k == 0 or pool.size == 0:
         return out
     src_of = store.source_id
     if store.has_positions:
-        ra, dec = store.table["ra"], store.table["dec"]
-        tree = cKDTree(unit_vectors(ra[pool], dec[pool]))
-        first = np.array([rows_by_source[s][0] for s in sources])
-        q = unit_vectors(ra[first], dec[first])
-        kq = min(pool.size, k + 4)
-        chord = 2 * np.sin(np.deg2rad(radius_arcsec / 3600) / 2)
-        dist, nbr = tree.query(q, k=kq, distance_upper_bound=chord)
-        dist, nbr = dist.reshape(len(q), kq), nbr.reshape(len(q), kq)
+        ra = np.asarray(store.table["ra"], dtype=np.float64)
+        dec = np.asarray(store.table["dec"], dtype=np.float64)
+        where = np.empty(sources.size, dtype=np.int64)
         for i, s in enumerate(sources):
-            ok = np.isfinite(dist[i])
-            cand = pool[nbr[i][ok]]
-            cand = cand[src_of[cand] != s][:k]
-            out[i, : cand.size] = cand
+            r = rows_by_source[int(s)]
+            own = r[store.instrument[r] == target]
+            where[i] = own[0] if own.size else r[0]
+        out, _ = sky_neighbours(
+            ra, dec, src_of, pool, ra[where], dec[where], src_of[where], k, radius_arcsec
+        )
         return out
     rng = np.random.default_rng(seed)
     for i, s in enumerate(sources):
@@ -99,8 +100,8 @@ def counterfactual_views(
     splits: SplitSpec | None = None,
     limit: int | None = None,
     n_physics: int = 4,
-    k: int = 5,
-    radius_arcsec: float = 180.0,
+    k: int | None = None,
+    radius_arcsec: float | None = None,
     batch_size: int = 16,
     progress: bool = False,
 ) -> CounterfactualResult:
@@ -108,11 +109,18 @@ def counterfactual_views(
 
     Sources are all those observed by another instrument (optionally only ``split``, or
     the given ``sources``), at most ``limit`` of them. The noise of batch ``b`` is seeded
-    by ``(seed, b)``, so results do not depend on the device.
+    by ``(seed, b)``, so results do not depend on the device. Instrument views are the
+    ``k`` nearest target observations of other sources within ``radius_arcsec`` (default:
+    the store graph's k and radius, so as in training; see :func:`_context_rows`).
     """
+    store = store if isinstance(store, ObservationStore) else ObservationStore(store)
+    graph = store.neighbours
+    if radius_arcsec is None:
+        radius_arcsec = graph.radius_arcsec if graph is not None else 180.0
+    if k is None:
+        k = graph.k if graph is not None else 5
     radius_arcsec = angle_arcsec(radius_arcsec, "radius_arcsec")  # finite, > 0, < 180 deg
     k = neighbour_count(k)
-    store = store if isinstance(store, ObservationStore) else ObservationStore(store)
     target = store.instrument_code(to)
     sid, inst = store.source_id, store.instrument
     order = np.argsort(sid, kind="stable")

@@ -144,6 +144,65 @@ def assign_source_ids(
     return out
 
 
+def sky_neighbours(
+    ra: np.ndarray,
+    dec: np.ndarray,
+    source_id: np.ndarray,
+    pool: np.ndarray,
+    query_ra: np.ndarray,
+    query_dec: np.ndarray,
+    query_source: np.ndarray,
+    k: int = 5,
+    radius: float | u.Quantity = 180.0 * u.arcsec,
+    workers: int = -1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one rule for instrument context: for each query position, the ``k`` nearest rows
+    of ``pool`` (one instrument's rows) within ``radius`` whose source is not the query's,
+    nearest first. Returns ``(index, sep_arcsec)`` (Nq, k), padded with -1 / NaN.
+
+    ``ra``, ``dec``, ``source_id`` describe every row; the neighbour graph of a store
+    (:func:`neighbour_graph`) and inference for sources the instrument never saw both call
+    this, so they choose views alike."""
+    radius_as = angle_arcsec(radius, "radius")
+    k = neighbour_count(k)
+    pool = np.asarray(pool, dtype=np.int64)
+    query_ra, query_dec = np.asarray(query_ra, float), np.asarray(query_dec, float)
+    query_source = np.asarray(query_source)
+    nq = query_ra.size
+    index = np.full((nq, k), -1, dtype=np.int64)
+    seps = np.full((nq, k), np.nan, dtype=np.float32)
+    if nq == 0 or pool.size == 0 or k == 0:
+        return index, seps
+    # Rows of the query's own source inside the pool would crowd out real neighbours: ask
+    # for that many extra candidates.
+    _, per_source = np.unique(source_id[pool], return_counts=True)
+    kq = min(pool.size, k + int(per_source.max()))
+    tree = cKDTree(unit_vectors(ra[pool], dec[pool]))
+    bound = _chord(radius_as) * (1 + 1e-9)
+    dist, nbr = tree.query(
+        unit_vectors(query_ra, query_dec), k=kq, distance_upper_bound=bound, workers=workers
+    )
+    dist, nbr = dist.reshape(nq, kq), nbr.reshape(nq, kq)
+    valid = np.isfinite(dist)
+    cand = np.where(valid, pool[np.minimum(nbr, pool.size - 1)], -1)
+    valid &= source_id[np.maximum(cand, 0)] != query_source[:, None]
+    # Exact separation for the survivors; the chord pre-filter was slightly generous.
+    sep = np.full(cand.shape, np.inf)
+    r_i, c_i = np.nonzero(valid)
+    b = cand[r_i, c_i]
+    sep[r_i, c_i] = separation_arcsec(query_ra[r_i], query_dec[r_i], ra[b], dec[b])
+    valid &= sep <= radius_as
+    sep[~valid] = np.inf
+    order = np.argsort(sep, axis=1, kind="stable")[:, :k]
+    sep_k = np.take_along_axis(sep, order, axis=1)
+    cand_k = np.take_along_axis(cand, order, axis=1)
+    real = np.isfinite(sep_k)
+    width = sep_k.shape[1]
+    index[:, :width] = np.where(real, cand_k, -1)
+    seps[:, :width] = np.where(real, sep_k, np.nan)
+    return index, seps
+
+
 def neighbour_graph(
     ra: np.ndarray,
     dec: np.ndarray,
@@ -157,9 +216,10 @@ def neighbour_graph(
 
     ``group`` is the instrument code of each row. Returns ``(index, sep_arcsec)`` of shape
     ``(N, k)``, nearest first, padded with -1 / NaN where fewer neighbours exist. Other
-    observations of the same source (repeat visits) are never neighbours.
+    observations of the same source (repeat visits) are never neighbours. Each row is a
+    :func:`sky_neighbours` query of its own position against its group.
     """
-    radius_as = angle_arcsec(radius, "radius")
+    angle_arcsec(radius, "radius")
     k = neighbour_count(k)
     ra, dec = np.asarray(ra, float), np.asarray(dec, float)
     _check_positions(ra, dec, "neighbour graph")
@@ -168,37 +228,11 @@ def neighbour_graph(
     n = ra.size
     index = np.full((n, k), -1, dtype=np.int64)
     seps = np.full((n, k), np.nan, dtype=np.float32)
-    xyz = unit_vectors(ra, dec)
-    bound = _chord(radius_as) * (1 + 1e-9)
     for g in np.unique(group):
         rows = np.flatnonzero(group == g)
         if rows.size < 2:
             continue
-        # Repeat observations of one source inside the group would crowd out real neighbours:
-        # ask for that many extra candidates.
-        _, per_source = np.unique(source_id[rows], return_counts=True)
-        kq = min(rows.size, k + int(per_source.max()))
-        tree = cKDTree(xyz[rows])
-        dist, nbr = tree.query(xyz[rows], k=kq, distance_upper_bound=bound, workers=workers)
-        dist = dist.reshape(rows.size, kq)
-        nbr = nbr.reshape(rows.size, kq)
-        valid = np.isfinite(dist)
-        cand = np.where(valid, rows[np.minimum(nbr, rows.size - 1)], -1)
-        self_row = rows[:, None]
-        valid &= cand != self_row
-        valid &= source_id[np.maximum(cand, 0)] != source_id[self_row]
-        # Exact separation for the survivors; the chord pre-filter was slightly generous.
-        sep = np.full(cand.shape, np.inf)
-        r_i, c_i = np.nonzero(valid)
-        a, b = self_row[r_i, 0], cand[r_i, c_i]
-        sep[r_i, c_i] = separation_arcsec(ra[a], dec[a], ra[b], dec[b])
-        valid &= sep <= radius_as
-        sep[~valid] = np.inf
-        order = np.argsort(sep, axis=1, kind="stable")[:, :k]
-        sep_k = np.take_along_axis(sep, order, axis=1)
-        cand_k = np.take_along_axis(cand, order, axis=1)
-        real = np.isfinite(sep_k)
-        width = sep_k.shape[1]
-        index[rows, :width] = np.where(real, cand_k, -1)
-        seps[rows, :width] = np.where(real, sep_k, np.nan)
+        index[rows], seps[rows] = sky_neighbours(
+            ra, dec, source_id, rows, ra[rows], dec[rows], source_id[rows], k, radius, workers
+        )
     return index, seps
