@@ -35,7 +35,7 @@ from whatsreal.errors import ConfigError
 from whatsreal.models.base import PretrainedMixin, constructor_args, register_model
 from whatsreal.models.conformer import ConformerEncoder, sinusoidal_time_encoding
 from whatsreal.models.contrastive import multi_positive_info_nce, reverse_gradient
-from whatsreal.models.flow import integrate, sample_t
+from whatsreal.models.flow import Solver, integrate, sample_t
 
 __all__ = [
     "COUNTERFACTUAL_PRESETS",
@@ -672,7 +672,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         physics_mask: Tensor | None = None,
         instrument_mask: Tensor | None = None,
         n_samples: int = 8,
-        solver: str = "heun",
+        solver: str | Solver = "heun",
         nfe: int = 20,
         seed: int = 0,
         noise: Tensor | None = None,
