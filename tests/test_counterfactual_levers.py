@@ -283,3 +283,32 @@ def test_band_drop_blanks_the_same_bands_in_every_instrument_input(sky_store, on
     assert len(seen) > 1
     with pytest.raises(ConfigError, match="band_drop"):
         build_counterfactual_model("tiny", "image", 2, 16, instrument_band_drop=1.0)
+
+
+def test_image_statistics_read_noise_size_and_concentration():
+    from whatsreal.models.counterfactual import image_statistics
+
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    blob = lambda s: torch.exp(-((yy - 15.5) ** 2 + (xx - 15.5) ** 2) / (2 * s * s))  # noqa: E731
+    noise = 0.05 * torch.randn(1, 1, 32, 32, generator=g)
+    x = torch.cat([noise + 3 * blob(2), 2 * noise + 3 * blob(2), noise + 3 * blob(4)])
+    st = image_statistics(x)  # (3, 3): log noise, log radius, log peak/total
+    assert float(st[1, 0] - st[0, 0]) == pytest.approx(np.log(2), abs=1e-4)  # noise x2
+    assert float(st[2, 1]) > float(st[0, 1]) + 0.2  # a wider profile: larger radius
+    assert float(st[2, 2]) < float(st[0, 2]) - 0.8  # and lower concentration
+
+
+def test_statistics_decoder_trains_the_instrument_encoder_only(sky_store, one_thread):
+    views = ViewDataset(sky_store, "train", n_instrument=3)
+    batch = collate_views(views.__getitems__(list(range(8))))
+    torch.manual_seed(0)
+    model = build_counterfactual_model("tiny", "image", 2, 16, stats_weight=1.0)
+    out = model.loss(batch)
+    assert {"fm", "stats", "total"} <= set(out) and float(out["stats"]) > 0
+    out["stats"].backward()
+    grads = lambda enc: [p.grad for p in enc.parameters() if p.grad is not None]  # noqa: E731
+    assert any(g.abs().sum() > 0 for g in grads(model.instrument_encoder))
+    assert not any(g.abs().sum() > 0 for g in grads(model.physics_encoder))
+    with pytest.raises(ConfigError, match="stats_weight"):
+        build_counterfactual_model("tiny", "image", 2, 16, stats_weight=-1.0)

@@ -268,6 +268,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         instrument_memory: int = 0,
         memory_exclusion_deg: float = 0.1,
         instrument_band_drop: float = 0.0,
+        stats_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.config = copy.deepcopy(constructor_args(CounterfactualModel, locals()))
@@ -299,6 +300,11 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         self.instrument_memory = int(instrument_memory)
         self.memory_exclusion_deg = float(memory_exclusion_deg)
         self.instrument_band_drop = float(instrument_band_drop)
+        if stats_weight < 0:
+            raise ConfigError(f"stats_weight must be >= 0; got {stats_weight}")
+        if stats_weight > 0 and modality != "image":
+            raise ConfigError("stats_weight applies to images only (modality 'image')")
+        self.stats_weight = float(stats_weight)
         # cross-batch memory of anchors' instrument embeddings (not saved: it is training state)
         self._memory: dict[str, Tensor] = {}
         if disentangle_weight < 0:
@@ -357,6 +363,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             self.adversary = _head(self.latent_dim, n_instruments)
         if self.disentangle_weight > 0:
             self.disentangler = _head(self.latent_dim, self.latent_dim)
+        if self.stats_weight > 0:
+            self.stats_head = _head(self.latent_dim, 3 * in_channels)
 
     # -- data space <-> model space ------------------------------------------------------
     def normalize(self, flux: Tensor) -> Tensor:
@@ -483,6 +491,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         if self.disentangle_weight > 0:
             out["disent"] = self._disentangle(batch, anchors)
             total = total + self.disentangle_weight * out["disent"]
+        if self.stats_weight > 0:
+            out["stats"] = self._statistics(batch, per_view["instrument"])
+            total = total + self.stats_weight * out["stats"]
         out["total"] = total
         return out
 
@@ -539,6 +550,29 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         target = target - means[inst]
         pred = self.disentangler(reverse_gradient(zi.float()))
         return F.mse_loss(pred, target) / target.pow(2).mean().clamp_min(1e-8)
+
+    def _statistics(self, batch: dict[str, Tensor], inst_tokens: Tensor) -> Tensor:
+        """A summary-statistics decoder: from the mean instrument latent of the anchor's
+        instrument views (other galaxies, as the flow decoder sees them) predict three
+        statistics per band of the anchor itself (:func:`image_statistics`: noise, size,
+        concentration), standardised over the batch. A galaxy's own size and concentration
+        are unpredictable from other galaxies, so what can be predicted is the part the sky
+        patch sets (sky noise, PSF): a direct per-band target for the instrument encoder,
+        which otherwise learns only the band where noise dominates (the flow decoder asks
+        the same of it, far more slowly). Scale-free: 1 when it predicts the batch mean."""
+        mask = batch["instrument_mask"].bool()
+        keep = mask.any(dim=1)
+        if not bool(keep.any()):
+            return inst_tokens.new_zeros((), dtype=torch.float32)
+        w = mask.to(inst_tokens.dtype)[..., None]
+        tokens = inst_tokens.flatten(2)
+        if self.type_embedding is not None:  # compare raw encoder outputs
+            tokens = tokens - self.type_embedding[1].repeat(self.n_tokens)
+        pooled = (tokens * w).sum(1) / w.sum(1).clamp_min(1)
+        target = image_statistics(self.normalize(batch["anchor"]).float())[keep]
+        target = (target - target.mean(0)) / target.std(0, unbiased=False).clamp_min(1e-6)
+        pred = self.stats_head(pooled[keep].float())
+        return F.mse_loss(pred, target.detach())
 
     def _flow_matching(
         self, anchor: Tensor, cond: Tensor, cmask: Tensor, generator: torch.Generator | None
@@ -732,6 +766,32 @@ def _set_halves(
     if groups is not None:
         out_groups = groups[:b][keep].repeat(2)
     return halves[0][keep], halves[1][keep], items.repeat(2), out_groups
+
+
+def image_statistics(x: Tensor, border: int = 4) -> Tensor:
+    """Three statistics per band of images (N, C, H, W) in the model's space, (N, 3C): the
+    log robust noise (MAD) of the ``border``-pixel frame, the log flux-weighted radius and
+    the log peak-to-total ratio of the positive light inside the frame. Sky noise sets the
+    first; the PSF (with the galaxy) the other two."""
+    h, wd = x.shape[-2:]
+    frame = torch.ones(h, wd, dtype=torch.bool, device=x.device)
+    frame[border : h - border, border : wd - border] = False
+    edge = x[..., frame]
+    mad = (edge - edge.median(dim=-1, keepdim=True).values).abs().median(dim=-1).values
+    inner = x[..., border : h - border, border : wd - border].clamp_min(0)
+    total = inner.sum(dim=(-2, -1)).clamp_min(1e-6)
+    yy, xx = torch.meshgrid(
+        torch.arange(inner.shape[-2], device=x.device, dtype=x.dtype),
+        torch.arange(inner.shape[-1], device=x.device, dtype=x.dtype),
+        indexing="ij",
+    )
+    cy = (inner * yy).sum(dim=(-2, -1)) / total
+    cx = (inner * xx).sum(dim=(-2, -1)) / total
+    r2 = (yy - cy[..., None, None]) ** 2 + (xx - cx[..., None, None]) ** 2
+    radius = ((inner * r2).sum(dim=(-2, -1)) / total).clamp_min(1e-6).sqrt()
+    peak = inner.flatten(-2).max(dim=-1).values.clamp_min(1e-6)
+    stats = [mad.clamp_min(1e-6).log(), radius.log(), (peak / total).log()]
+    return torch.cat(stats, dim=1)
 
 
 def agreement_loss(a: Tensor, b: Tensor) -> Tensor:
