@@ -555,11 +555,11 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         """A summary-statistics decoder: from the mean instrument latent of the anchor's
         instrument views (other galaxies, as the flow decoder sees them) predict three
         statistics per band of the anchor itself (:func:`image_statistics`: noise, size,
-        concentration), standardised over the batch. A galaxy's own size and concentration
-        are unpredictable from other galaxies, so what can be predicted is the part the sky
-        patch sets (sky noise, PSF): a direct per-band target for the instrument encoder,
-        which otherwise learns only the band where noise dominates (the flow decoder asks
-        the same of it, far more slowly). Scale-free: 1 when it predicts the batch mean."""
+        concentration), standardised within each instrument of the batch. A galaxy's own
+        size and concentration cannot be predicted from other galaxies; what can is the
+        part the sky patch sets (sky noise, PSF). A direct per-band target for the
+        instrument encoder, which otherwise learns only the band where noise dominates
+        (the flow decoder asks the same, far more slowly). 1 when it predicts the mean."""
         mask = batch["instrument_mask"].bool()
         keep = mask.any(dim=1)
         if not bool(keep.any()):
@@ -570,7 +570,14 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             tokens = tokens - self.type_embedding[1].repeat(self.n_tokens)
         pooled = (tokens * w).sum(1) / w.sum(1).clamp_min(1)
         target = image_statistics(self.normalize(batch["anchor"]).float())[keep]
-        target = (target - target.mean(0)) / target.std(0, unbiased=False).clamp_min(1e-6)
+        # standardised within each instrument of the batch: the survey's own offset is
+        # not what the target asks for (it is learnt from survey identity alone)
+        inst = batch["instrument"].to(target.device).long()[keep]
+        onehot = F.one_hot(inst, int(inst.max()) + 1).to(target.dtype)
+        count = onehot.sum(0).clamp_min(1)[:, None]
+        mean = (onehot.T @ target) / count
+        var = (onehot.T @ target.pow(2)) / count - mean.pow(2)
+        target = (target - mean[inst]) / var.clamp_min(1e-8).sqrt()[inst]
         pred = self.stats_head(pooled[keep].float())
         return F.mse_loss(pred, target.detach())
 
