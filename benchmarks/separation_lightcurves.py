@@ -108,7 +108,11 @@ def main() -> None:
 
     for v in [] if args.singles_only or args.goals_only else chosen:
         over = dict(cfg["variants"][v] or {})
-        run(v, replace(base, model_overrides=over), "dual")
+        steps = over.pop("steps", None)  # a fixed step count instead of the minutes
+        tcfg = replace(base, model_overrides=over)
+        if steps:
+            tcfg = replace(tcfg, max_steps=int(steps), max_minutes=None)
+        run(v, tcfg, "dual" if not steps else f"dual, {int(steps)} steps")
     if not (args.skip_single or args.goals_only):
         beside = cfg["single_beside"]
         if beside not in results["runs"]:
