@@ -6,6 +6,9 @@ A store is a folder::
       observations.h5   arrays, the observation table, bands, truth, provenance (immutable)
       pairing.h5        the per-instrument neighbour graph (optional, replaceable)
 
+A compact store (``whatsreal.store.compact``) also has ``scale/<array>`` (N, C) float32, the
+per-observation, per-band scales of its float16 arrays.
+
 HDF5 is the format because it is what the real survey data (Multimodal Universe) ships as,
 h5py reads chunked rows lazily with a bounded cache, and one self-describing file per store
 is easy to copy and inspect. ``observations.h5`` is written once, in chunks, inside a hidden
@@ -31,6 +34,10 @@ from whatsreal.utils import remove_path, temp_sibling
 
 FORMAT_NAME = "whatsreal-store"
 FORMAT_VERSION = 1
+# Compact stores (scaled float16, Blosc; whatsreal.store.compact) are version 2, so that a
+# reader that predates them refuses them rather than returning scaled values.
+COMPACT_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSION = COMPACT_FORMAT_VERSION
 OBS_FILE = "observations.h5"
 PAIRING_FILE = "pairing.h5"
 
@@ -42,7 +49,16 @@ PRIMARY_ARRAY = "flux"
 KNOWN_ARRAYS = ("ivar", "mask", "clean")
 ARRAY_DTYPES = {"flux": "float32", "ivar": "float32", "mask": "uint8", "clean": "float32"}
 # Datasets the writer only accepts finite: a NaN or inf read back from them is corruption.
-FINITE_DATASETS = ("data/flux", "data/ivar", "data/clean", "table/ra", "table/dec")
+FINITE_DATASETS = (
+    "data/flux",
+    "data/ivar",
+    "data/clean",
+    "table/ra",
+    "table/dec",
+    "scale/flux",
+    "scale/ivar",
+    "scale/clean",
+)
 
 
 def temporary_sibling(path: Path) -> Path:

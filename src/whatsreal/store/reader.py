@@ -14,6 +14,7 @@ import yaml
 
 from whatsreal.errors import StoreFormatError
 from whatsreal.store import layout
+from whatsreal.store.compact import PACKED_ARRAYS, CompactSpec, register_filters, unpack
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class ObservationStore:
             group, name = key.split("/")
             if group == "table" and name in self.table:
                 self._check_finite(self.table[name], np.arange(self.n_obs), key)
+            if group == "scale" and name in self._scales:
+                self._check_finite(self._scales[name], np.arange(self.n_obs), key)
         self.neighbours: Neighbours | None = self._load_pairing()
 
     def _read_header(self, h5: h5py.File, obs: Path) -> None:
@@ -87,11 +90,14 @@ class ObservationStore:
             raise StoreFormatError(f"{obs} is HDF5 but not a whatsreal store")
         version = int(h5.attrs["format_version"])
         self.checksummed = "checksums" in h5.attrs
-        if version > layout.FORMAT_VERSION:
+        if version > layout.READABLE_FORMAT_VERSION:
             raise StoreFormatError(
                 f"{obs} has store format {version}; this whatsreal reads up to "
-                f"{layout.FORMAT_VERSION}: upgrade whatsreal"
+                f"{layout.READABLE_FORMAT_VERSION}: upgrade whatsreal"
             )
+        self.compact: CompactSpec | None = None
+        if "compact" in h5.attrs:
+            self.compact = CompactSpec.from_dict(json.loads(str(h5.attrs["compact"])))
         self.provenance: dict[str, Any] = {
             "whatsreal_version": str(h5.attrs["whatsreal_version"]),
             "created_utc": str(h5.attrs["created_utc"]),
@@ -112,6 +118,14 @@ class ObservationStore:
         self.truth_source = self._load_group(h5, "truth/source", obs)
         self.truth_instrument = self._load_group(h5, "truth/instrument", obs)
         self.truth_obs = self._load_group(h5, "truth/observation", obs)
+        # per-observation, per-band scales of a compact store's float16 arrays (small: N x C)
+        self._scales = self._load_group(h5, "scale", obs)
+        if self.compact is not None:
+            missing = [a for a in self.arrays if a in PACKED_ARRAYS and a not in self._scales]
+            if missing:
+                raise StoreFormatError(
+                    f"{obs} is a compact store but has no scale/ dataset for {missing}: {self._fix}"
+                )
 
     def _load_group(self, h5: h5py.File, group: str, file: Path) -> dict[str, np.ndarray]:
         """Every dataset of an HDF5 group, read in full (checksums verified by HDF5)."""
@@ -178,6 +192,8 @@ class ObservationStore:
         import os
 
         if self._h5 is None or self._pid != os.getpid():
+            if self.compact is not None:
+                register_filters()  # the Blosc filter, in this process (DataLoader workers too)
             self._h5 = layout.open_h5(
                 self.path / layout.OBS_FILE, self._fix, rdcc_nbytes=self._rdcc
             )
@@ -188,7 +204,8 @@ class ObservationStore:
         """Read the given rows (any order, repeats allowed) of the named arrays.
 
         Only the requested rows are read: they are sorted, de-duplicated and fetched as
-        runs of consecutive rows, then returned in the order asked. A chunk that fails its
+        runs of consecutive rows, then returned in the order asked (float32 for a compact
+        store's float16 arrays, rescaled; :mod:`whatsreal.store.compact`). A chunk that fails its
         checksum, or NaN/inf in an array the writer only stores finite, raises
         :class:`~whatsreal.errors.StoreCorruptError` naming the file, dataset and rows.
         """
@@ -214,6 +231,8 @@ class ObservationStore:
                     raise layout.corrupt(
                         self.path / layout.OBS_FILE, f"data/{name}", where, self._fix
                     ) from None
+            if name in self._scales:  # a compact store: scaled float16 -> float32
+                buf = unpack(buf, self._scales[name][uniq])
             if f"data/{name}" in layout.FINITE_DATASETS:
                 self._check_finite(buf, uniq, f"data/{name}")
             in_order = uniq.size == rows.size and np.array_equal(uniq, rows)

@@ -15,6 +15,7 @@ import numpy as np
 
 from whatsreal.errors import StoreFormatError
 from whatsreal.store import layout
+from whatsreal.store.compact import register_filters
 
 
 @dataclass
@@ -153,6 +154,8 @@ def _check_file(path: Path, report: VerifyReport, block_bytes: int) -> None:
         report.unreadable[path.name] = " ".join(str(exc).split())
         return
     with h5:
+        if "compact" in h5.attrs:
+            register_filters()  # Blosc, to decode (and so check) a compact store's chunks
         found: list[h5py.Dataset] = []
 
         def collect(_: str, obj: object) -> None:
@@ -168,7 +171,7 @@ def _check_file(path: Path, report: VerifyReport, block_bytes: int) -> None:
             d = _check_dataset(ds, path.name, block_bytes)
             report.datasets.append(d)
             group = d.name.split("/")[0]
-            if path.name == layout.OBS_FILE and group in ("data", "table"):
+            if path.name == layout.OBS_FILE and group in ("data", "table", "scale"):
                 lengths[d.name] = d.rows
         if len(set(lengths.values())) > 1:  # every array and column has one row per observation
             want = lengths.get(f"data/{layout.PRIMARY_ARRAY}", max(lengths.values()))

@@ -15,6 +15,14 @@ import yaml
 from whatsreal import __version__
 from whatsreal.errors import StoreValidationError
 from whatsreal.store import layout
+from whatsreal.store.compact import (
+    PACKED_ARRAYS,
+    CompactSpec,
+    compact_spec,
+    filter_kwargs,
+    noise_sigma,
+    pack,
+)
 from whatsreal.utils import remove_path, sweep_stale_temps
 
 _preview = layout.preview_rows
@@ -46,6 +54,9 @@ class StoreWriter:
     temporary folder, so a killed run never leaves a half-written store (and a temporary
     folder that a SIGKILL left behind is swept by the next writer of the same path). Every
     dataset carries per-chunk Fletcher-32 checksums, so later corruption on disk is detected.
+    ``compact=True`` (or a :class:`~whatsreal.store.compact.CompactSpec`) stores flux, ivar and
+    clean as noise-scaled float16, Blosc-compressed, about 4x smaller; the reader returns float32
+    (precision rule in :mod:`whatsreal.store.compact`).
     """
 
     def __init__(
@@ -58,8 +69,15 @@ class StoreWriter:
         config: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         compression: str | None = None,
+        compact: bool | CompactSpec | Mapping[str, Any] = False,
     ) -> None:
         self.path = Path(path)
+        self.compact = compact_spec(compact)
+        if self.compact is not None and compression is not None:
+            raise StoreValidationError(
+                f"compression={compression!r} and compact=True: a compact store uses its own "
+                "Blosc codec; choose it with compact=CompactSpec(codec=...) and drop compression"
+            )
         self.shape = tuple(int(s) for s in shape)
         if len(self.shape) not in (2, 3) or min(self.shape) < 1:
             raise StoreValidationError(
@@ -106,16 +124,21 @@ class StoreWriter:
         self._closed = False
         # A chunk holds one image, or about 16 KiB of short series, so a random row read
         # touches little more than the row itself.
+        # A compact store keeps the same chunks (see whatsreal.store.compact).
         chunk_rows = max(1, (16 * 1024) // (4 * int(np.prod(self.shape))))
+        filters: dict[str, Any] = {"compression": compression}
+        if self.compact is not None:
+            filters = filter_kwargs(self.compact)
         for name in self.array_names:
+            packed = self.compact is not None and name in PACKED_ARRAYS
             self._h5.create_dataset(
                 f"data/{name}",
                 shape=(0, *self.shape),
                 maxshape=(None, *self.shape),
-                dtype=layout.ARRAY_DTYPES[name],
+                dtype="float16" if packed else layout.ARRAY_DTYPES[name],
                 chunks=(chunk_rows, *self.shape),
-                compression=compression,
                 fletcher32=True,
+                **filters,
             )
 
     # -- appending -------------------------------------------------------------------
@@ -296,9 +319,15 @@ class StoreWriter:
             self._truth_obs_columns = {k: v.dtype for k, v in truth_cols.items()}
 
         # All checks passed: write.
+        sigma = None
+        if self.compact is not None:
+            sigma = noise_sigma(data.get("ivar"), n, self.shape[0])
         for name, arr in data.items():
             ds = self._h5[f"data/{name}"]
             ds.resize((self._n + n, *self.shape))
+            if sigma is not None and name in PACKED_ARRAYS:
+                arr, scale = pack(name, arr, sigma, self.compact)
+                self._column("scale", name, scale)
             ds[self._n :] = arr
         self._column("table", "obs_id", oid.astype(np.int64))
         self._column("table", "source_id", sid.astype(np.int64))
@@ -376,7 +405,11 @@ class StoreWriter:
         for name, bands in self.instruments.items():
             inst.attrs[f"bands/{name}"] = json.dumps(bands)
         h5.attrs["format"] = layout.FORMAT_NAME
-        h5.attrs["format_version"] = layout.FORMAT_VERSION
+        if self.compact is None:
+            h5.attrs["format_version"] = layout.FORMAT_VERSION
+        else:  # older readers must refuse scaled float16, not return it
+            h5.attrs["format_version"] = layout.COMPACT_FORMAT_VERSION
+            h5.attrs["compact"] = json.dumps(self.compact.to_dict())
         h5.attrs["checksums"] = "fletcher32"
         h5.attrs["whatsreal_version"] = __version__
         h5.attrs["created_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
