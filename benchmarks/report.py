@@ -68,6 +68,39 @@ def store_io(r: dict) -> list[str]:
     return rows
 
 
+def store_compact(r: dict) -> list[str]:
+    rows = [
+        f"{r['observations_copied']:,} observations ({r['sources_copied']:,} sources) of "
+        f"`{Path(r['source_store']).name}` copied into today's float32 store and into compact "
+        f"stores (noise-scaled float16, quantum {r['compact_spec']['quantum']:g} sigma, Blosc); "
+        "sizes extrapolated to 20,000 sources from the bytes that grow with the store; random "
+        f"batches of {r['batch']} rows (flux, ivar, clean) through `ObservationStore.read`, "
+        f"variants interleaved, median of {r['repeats']} rounds; warm = file in the page cache, "
+        "cold = its pages dropped first.",
+        "",
+        "| variant | bytes/obs | GB per 20k sources (this store) | GB per 20k (3 surveys) | "
+        "size ratio | read warm (obs/s) | ratio | read cold (obs/s) | ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in r["variants"].items():
+        rows.append(
+            f"| {name} | {v['bytes_per_observation']:,} | {v['gb_per_20k_sources']} | "
+            f"{v['gb_per_20k_sources_3_surveys']} | {v['size_ratio_vs_float32']}× | "
+            f"{v['read_obs_per_s_warm']:,.0f} | {v['read_ratio_vs_float32_warm']} | "
+            f"{v['read_obs_per_s_cold']:,.0f} | {v['read_ratio_vs_float32_cold']} |"
+        )
+    p = r["precision_compact"]
+    rows += [
+        "",
+        f"Compact error in units of each pixel's noise: flux max {p['flux_max_err_sigma']}, rms "
+        f"{p['flux_rms_err_sigma']} (fraction over 0.1 sigma "
+        f"{p['flux_frac_err_over_0.1_sigma']:.1e}); "
+        f"clean max {p['clean_max_err_sigma']}, rms {p['clean_rms_err_sigma']}; ivar max relative "
+        f"{p['ivar_max_rel_err']}. Goal ({r['goal']}): {_yes(r['goal_met'])}.",
+    ]
+    return rows
+
+
 def lightcurves(r: dict) -> list[str]:
     fs = r["few_shot"]
     sizes = [x["n_labels"] for x in next(iter(fs.values()))]
@@ -593,6 +626,10 @@ def search(r: dict) -> list[str]:
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "pairing": ("Sky pairing", pairing),
     "store_io": ("Observation store I/O", store_io),
+    "store_compact": (
+        "Compact store: size and read throughput against float32 (issue 12)",
+        store_compact,
+    ),
     "lightcurves": ("Light curves: contrastive dual model (seed 001)", lightcurves),
     "lightcurves_ceiling": ("Light curves: supervised ceiling", lightcurves_ceiling),
     "simulate_galaxies": ("Galaxy simulator speed", simulate_galaxies),

@@ -178,11 +178,37 @@ def _simulate_galaxies(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         overwrite=args.overwrite,
         mmu_out=args.mmu_out,
+        compact=args.compact,
     )
     print(
         f"wrote {path}: {args.n:,} sources x {len(surveys)} surveys "
         f"({time.perf_counter() - t0:.1f} s)"
     )
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    import time
+
+    from whatsreal.prepare.pipeline import parse_survey, prepare_store
+
+    surveys = [parse_survey(text) for text in args.survey]
+    t0 = time.perf_counter()
+    report = prepare_store(
+        surveys,
+        args.out,
+        match_radius=args.match_radius,
+        neighbour_radius=args.neighbour_radius,
+        k=args.k,
+        max_bad_fraction=args.max_bad_fraction,
+        compact=args.compact,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    for line in report.lines():
+        print(line)
+    print(f"({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
@@ -368,6 +394,126 @@ def _anomalies(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- whatsreal predict: property posteriors (issue 13) ----------------------------------------
+def _split_spec(text: str):
+    """``VAL,TEST[,SEED]`` fractions of the source split -> SplitSpec, or a ConfigError."""
+    from whatsreal.sampling import SplitSpec
+
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        val, test = float(parts[0]), float(parts[1])
+        seed = int(parts[2]) if len(parts) == 3 else 0
+    except ValueError:
+        raise ConfigError(
+            f"--split-fractions {text!r}: give VAL,TEST[,SEED], e.g. 0.05,0.05,0 (the training "
+            "run's split)"
+        ) from None
+    return SplitSpec(val=val, test=test, seed=seed)
+
+
+def _predict_fit(args: argparse.Namespace) -> int:
+    from whatsreal.infer.posterior import PosteriorSettings, default_posterior_dir
+    from whatsreal.search import Embeddings
+    from whatsreal.search.properties import fit_posterior_from_embeddings
+
+    emb = Embeddings(args.embeddings)
+    out = args.out
+    if out is None:
+        if not emb.meta.get("model"):
+            raise ConfigError(f"{args.embeddings} records no model folder; give --out DIR")
+        out = default_posterior_dir(emb.meta["model"])
+    try:
+        hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
+    except ValueError:
+        raise ConfigError(f"--hidden {args.hidden!r}: give widths like 128,128") from None
+    settings = PosteriorSettings(
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_epochs=args.max_epochs,
+        patience=args.patience,
+        max_minutes=args.minutes,
+        seed=args.seed,
+    )
+    props = [p.strip() for p in args.properties.split(",") if p.strip()] or None
+    post = fit_posterior_from_embeddings(
+        emb,
+        args.store,
+        out,
+        properties=props,
+        instrument=args.instrument,
+        split=args.split,
+        splits=_split_spec(args.split_fractions),
+        space=args.space,
+        validation_split=args.val_split,
+        flow=args.flow,
+        transforms=args.transforms,
+        hidden=hidden,
+        passes=args.passes,
+        bound=args.bound,
+        settings=settings,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    i = post.info
+    print(
+        f"posterior over {', '.join(post.names)} from {i['n_fit']} {args.space} latents "
+        f"({args.instrument or 'all instruments'}, split {args.split}): {i['epochs']} epochs "
+        f"({i['stopped']}), best held-out NLL {i['best_val_nll']:.3f} at epoch "
+        f"{i['best_epoch']}, {i['seconds']:.0f} s"
+        + (f"; width x{i['temperature']:.3f} from split {args.val_split}" if args.val_split else "")
+        + f"\nposterior -> {out}"
+    )
+    return 0
+
+
+def _predict_apply(args: argparse.Namespace) -> int:
+    import json
+
+    from whatsreal.infer.posterior import store_properties
+    from whatsreal.search import Embeddings
+    from whatsreal.search.properties import predict_embeddings, score_predictions
+
+    try:
+        levels = [float(v) for v in args.levels.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--levels {args.levels!r}: give levels like 0.68,0.95") from None
+    emb = Embeddings(args.embeddings)
+    pos, pred = predict_embeddings(
+        args.posterior,
+        emb,
+        args.out,
+        instrument=args.instrument,
+        split=args.split,
+        splits=_split_spec(args.split_fractions),
+        n_samples=args.n_samples,
+        levels=levels,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    print(f"{len(pos)} observations x {len(pred.names)} properties -> {args.out}")
+    if args.store:
+        from whatsreal.search.properties import check_embeddings_store
+        from whatsreal.store import ObservationStore
+
+        store = ObservationStore(args.store)
+        check_embeddings_store(emb, store)
+        scores = score_predictions(pred, store_properties(store, emb.row[pos], pred.names))
+        if args.json:
+            print(json.dumps(scores, indent=2))
+            return 0
+        from rich.console import Console
+        from rich.table import Table
+
+        keys = list(next(iter(scores.values())))
+        table = Table("property", *keys, title=f"against the truth in {args.store}")
+        for name, row in scores.items():
+            table.add_row(name, *(f"{row[k]:.3f}" for k in keys))
+        Console().print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; sub-commands register themselves here."""
     parser = argparse.ArgumentParser(
@@ -419,7 +565,48 @@ def build_parser() -> argparse.ArgumentParser:
     gal.add_argument("--figure", help="write the docs figure (PNG) here instead of a store")
     gal.add_argument("--overwrite", action="store_true", help="replace an existing store")
     gal.add_argument("--quiet", action="store_true", help="no progress bar")
+    gal.add_argument(
+        "--compact", action="store_true", help="compact store: scaled float16, compressed (~4x)"
+    )
     gal.set_defaults(handler=_simulate_galaxies)
+
+    prep = sub.add_parser(
+        "prepare", help="survey cutouts (MMU or FITS) -> cross-matched, paired observation store"
+    )
+    prep.add_argument(
+        "--survey",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="a survey input (repeatable): MMU tree/survey/config folder or FITS cutout folder",
+    )
+    prep.add_argument("--out", required=True, help="store folder to create")
+    prep.add_argument(
+        "--match-radius",
+        type=_angle,
+        default="1arcsec",
+        help="cross-match radius between surveys (default 1arcsec)",
+    )
+    prep.add_argument(
+        "--neighbour-radius",
+        type=_angle,
+        default="3arcmin",
+        help="same-survey neighbour radius (default 3arcmin)",
+    )
+    prep.add_argument("-k", type=_count, default=5, help="neighbours per observation (default 5)")
+    prep.add_argument(
+        "--max-bad-fraction",
+        type=_positive,
+        default=1.0,
+        help="reject cutouts with at least this fraction of bad grid pixels (default 1: all)",
+    )
+    prep.add_argument("--compact", action="store_true", help="write a compact store (~4x smaller)")
+    prep.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    prep.add_argument(
+        "--overwrite", action="store_true", help="replace the store and any interrupted run"
+    )
+    prep.add_argument("--quiet", action="store_true", help="no progress bars")
+    prep.set_defaults(handler=_prepare)
 
     train = sub.add_parser(
         "train",
@@ -502,6 +689,70 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--json", action="store_true", help="machine-readable output")
     an.set_defaults(handler=_anomalies)
 
+    pr = sub.add_parser(
+        "predict", help="property posteriors (a flow on frozen latents): fit, then apply"
+    )
+    pr_sub = pr.add_subparsers(dest="predict_command", metavar="ACTION", required=True)
+    pf = pr_sub.add_parser(
+        "fit", help="train a posterior on an embeddings file's latents and the store's truth"
+    )
+    pf.add_argument("--embeddings", required=True, help="Parquet file from `whatsreal embed`")
+    pf.add_argument("--store", required=True, help="the store it was embedded from (truth)")
+    pf.add_argument("--out", help="posterior folder (default: <model>/posterior)")
+    pf.add_argument(
+        "--properties", default="", help="comma-separated truth names (default by modality)"
+    )
+    pf.add_argument("--instrument", help="fit on this instrument's rows only (e.g. hsc)")
+    pf.add_argument(
+        "--split", default="train", choices=["train", "val", "test", "all"], help="default train"
+    )
+    pf.add_argument(
+        "--split-fractions", default="0.05,0.05,0", help="VAL,TEST[,SEED] of the source split"
+    )
+    pf.add_argument(
+        "--val-split",
+        choices=["train", "val", "test"],
+        help="stop early and calibrate the width on this split (e.g. val); default: a random "
+        "15%% of the fitting rows, width as trained",
+    )
+    pf.add_argument("--space", default="physics", help="latent space (default physics)")
+    pf.add_argument("--flow", default="nsf", choices=["nsf", "maf"], help="spline or affine")
+    pf.add_argument("--transforms", type=_count, default=4, help="flow layers (default 4)")
+    pf.add_argument(
+        "--passes", type=_count, default=2, help="autoregressive blocks per layer (default 2)"
+    )
+    pf.add_argument("--hidden", default="128,128", help="hyper-network widths (default 128,128)")
+    pf.add_argument("--bound", type=_positive, default=5.0, help="spline domain, in sd (default 5)")
+    pf.add_argument("--lr", type=_positive, default=1e-3, help="learning rate (default 1e-3)")
+    pf.add_argument("--batch-size", type=_count, default=256, help="default 256")
+    pf.add_argument("--max-epochs", type=_count, default=300, help="default 300")
+    pf.add_argument("--patience", type=_count, default=15, help="early-stopping epochs")
+    pf.add_argument("--minutes", type=_positive, help="wall-clock cap on training")
+    pf.add_argument("--seed", type=_seed, default=0)
+    pf.add_argument("--overwrite", action="store_true", help="replace an existing posterior")
+    pf.add_argument("--quiet", action="store_true", help="no progress bar")
+    pf.set_defaults(handler=_predict_fit)
+    pa = pr_sub.add_parser(
+        "apply", help="posterior mean, std and credible intervals per row -> Parquet"
+    )
+    pa.add_argument("--posterior", required=True, help="folder from `whatsreal predict fit`")
+    pa.add_argument("--embeddings", required=True, help="Parquet file from `whatsreal embed`")
+    pa.add_argument("--out", required=True, help="predictions Parquet file to write")
+    pa.add_argument("--instrument", help="only this instrument's rows")
+    pa.add_argument(
+        "--split", default="all", choices=["train", "val", "test", "all"], help="default all"
+    )
+    pa.add_argument(
+        "--split-fractions", default="0.05,0.05,0", help="VAL,TEST[,SEED] of the source split"
+    )
+    pa.add_argument("--n-samples", type=_count, default=1000, help="draws per row (default 1000)")
+    pa.add_argument("--levels", default="0.68,0.95", help="credibility levels (default 0.68,0.95)")
+    pa.add_argument("--store", help="also score against this store's truth: R², coverage")
+    pa.add_argument("--seed", type=_seed, default=0)
+    pa.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    pa.add_argument("--json", action="store_true", help="scores as JSON (with --store)")
+    pa.set_defaults(handler=_predict_apply)
+
     demo = sub.add_parser(
         "demo",
         help="simulate light curves, train dual and single-latent models, evaluate, report",
@@ -530,7 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     # SIGTERM (kill, a batch system) unwinds like an error, so temp folders are removed
-    on_term = args.command in ("simulate", "pair", "counterfactual", "embed")
+    on_term = args.command in ("simulate", "pair", "counterfactual", "embed", "prepare")
     on_term &= threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_term else None
     try:

@@ -1,6 +1,7 @@
-"""Inference: embeddings (in memory or to Parquet) and counterfactual samples from trained
-models."""
+"""Inference: embeddings (in memory or to Parquet), counterfactual samples, and property
+posteriors from trained models."""
 
 from whatsreal.infer.embed import embed_rows, embed_store
+from whatsreal.infer.posterior import PropertyPosterior, predict_properties
 
-__all__ = ["embed_rows", "embed_store"]
+__all__ = ["PropertyPosterior", "embed_rows", "embed_store", "predict_properties"]

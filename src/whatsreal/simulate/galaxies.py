@@ -36,7 +36,7 @@ import argparse
 import dataclasses
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
@@ -63,6 +63,7 @@ __all__ = [
     "GalaxySimConfig",
     "MMUWriter",
     "make_figure",
+    "observe_source",
     "prepare",
     "render_observations",
     "simulate_galaxies",
@@ -168,9 +169,19 @@ def _components(lib, pop: dict[str, np.ndarray], i: int, band_flux, comp_flux):
 
 
 def _observe_native(
-    lib, pop: dict[str, Any], cond: dict[str, Any], p: SurveyPreset, i: int, code: int, seed: int
+    lib,
+    pop: dict[str, Any],
+    cond: dict[str, Any],
+    p: SurveyPreset,
+    i: int,
+    code: int,
+    seed: int,
+    source: Callable[[np.ndarray], list] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Noise-free image, noisy image and variance of source i in one survey (native counts)."""
+    """Noise-free image, noisy image and variance of source i in one survey (native counts).
+
+    ``source(band_flux)`` -> [(unit-flux profile, flux per band), ...] replaces the catalogue's
+    galaxy (and companion) by other components under the same conditions and noise draw."""
     from whatsreal.simulate.galaxy_render import moffat_psf, render_stamp
 
     ext = cond["extinction"][i]
@@ -180,7 +191,10 @@ def _observe_native(
         moffat_psf(cond["psf_fwhm"][i, b], cond["psf_e1"][i, b], cond["psf_e2"][i, b], p.psf_beta)
         for b in range(len(p.bands))
     ]
-    comps = _components(lib, pop, i, band_flux, comp_flux)
+    if source is None:
+        comps = _components(lib, pop, i, band_flux, comp_flux)
+    else:
+        comps = source(band_flux)
     img = render_stamp(comps, psfs, p.pixel_scale, p.native_size, tuple(cond["offset"][i]))
     var = (
         cond["sky_sigma"][i][:, None, None] ** 2
@@ -190,6 +204,52 @@ def _observe_native(
     rng = np.random.default_rng(np.random.SeedSequence([seed, 4, code, int(pop["source_id"][i])]))
     noisy = img + np.sqrt(var) * rng.standard_normal(img.shape)
     return img, noisy, var
+
+
+def _grid_factor(p: SurveyPreset, grid: int) -> float:
+    """Native counts -> nanomaggies per common-grid pixel (zero-point and pixel-area ratio)."""
+    grid_scale = p.native_size * p.pixel_scale / grid
+    return 10 ** (-0.4 * (p.zero_point - 22.5)) * (grid_scale / p.pixel_scale) ** 2
+
+
+def observe_source(
+    prep: dict[str, Any],
+    survey: str,
+    index: int,
+    source: Callable[[np.ndarray], list] | None = None,
+) -> dict[str, np.ndarray]:
+    """``flux``, ``ivar`` and ``clean`` (B, G, G) float32 of catalogue source ``index`` in one
+    survey, exactly as the store holds them; with ``source`` (see ``_observe_native``) another
+    source is drawn under that observation's conditions, PSF, offset and noise draw (the hook
+    that injected anomalies use, so only the source differs)."""
+    from whatsreal.simulate.galaxy_render import to_common_grid
+
+    cfg: GalaxySimConfig = prep["config"]
+    if survey not in cfg.surveys:
+        raise ConfigError(f"survey {survey!r} is not in this simulation; it has {cfg.surveys}")
+    n = len(prep["population"]["source_id"])
+    if not 0 <= int(index) < n:
+        raise ConfigError(f"source index {index} is outside the catalogue of {n} sources")
+    p = survey_preset(survey)
+    lib = _library(cfg.population.n_min, cfg.population.n_max, cfg.n_grid)
+    img, noisy, var = _observe_native(
+        lib,
+        prep["population"],
+        prep["conditions"][survey],
+        p,
+        int(index),
+        cfg.surveys.index(survey),
+        prep["seed"],
+        source,
+    )
+    factor = _grid_factor(p, cfg.grid_size)
+    clean, _ = to_common_grid(img, None, cfg.grid_size, factor)
+    flux, v = to_common_grid(noisy, var, cfg.grid_size, factor)
+    return {
+        "flux": flux.astype(np.float32),
+        "ivar": (1.0 / v).astype(np.float32),
+        "clean": clean.astype(np.float32),
+    }
 
 
 def _render_task(task: dict[str, Any], native: bool = False) -> dict[str, dict[str, np.ndarray]]:
@@ -212,8 +272,7 @@ def _render_task(task: dict[str, Any], native: bool = False) -> dict[str, dict[s
         side = p.native_size if native else grid
         flux = np.empty((n, len(p.bands), side, side), np.float32)
         ivar, clean = np.empty_like(flux), np.empty_like(flux)
-        grid_scale = p.native_size * p.pixel_scale / grid
-        factor = 10 ** (-0.4 * (p.zero_point - 22.5)) * (grid_scale / p.pixel_scale) ** 2
+        factor = _grid_factor(p, grid)
         both = task.get("with_native", False) and not native
         if both:
             shape = (n, len(p.bands), p.native_size, p.native_size)
@@ -393,11 +452,13 @@ def simulate_galaxies(
     overwrite: bool = False,
     mmu_out: str | Path | None = None,
     config: GalaxySimConfig | None = None,
+    compact: bool = False,
 ) -> Path:
     """Simulate ``n`` sources seen by every survey and write an observation store at ``out``.
 
     ``surveys`` is a list or a comma-separated string; ``workers`` defaults to the CPU count.
-    With ``mmu_out`` the native-scale Multimodal-Universe-like HDF5 layout is written too.
+    With ``mmu_out`` the native-scale Multimodal-Universe-like HDF5 layout is written too;
+    ``compact`` writes the compact store (``whatsreal.store.compact``, about 4x smaller).
     Returns the store path. The store appears atomically (``StoreWriter``).
     """
     from whatsreal.store import StoreWriter
@@ -424,6 +485,7 @@ def simulate_galaxies(
                 positions=True,
                 config=store_cfg,
                 overwrite=overwrite,
+                compact=compact,
             ) as w,
             _Progress(progress, cfg.n_sources * len(cfg.surveys)) as bar,
             ExitStack() as stack,  # stops the worker pool before the store is aborted
