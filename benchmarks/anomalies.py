@@ -14,17 +14,13 @@ dual contrastive model beside the single-latent baseline. See docs/search.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 from whatsreal.config import check_keys, load_config
 from whatsreal.evaluate.anomalies import anomaly_table, run_anomaly_study
-from whatsreal.utils import atomic_write_json, peak_rss_mb
+from whatsreal.utils import atomic_write_json, machine_info, peak_rss_mb
 
 HERE = Path(__file__).parent
 TRACKS = {"galaxies": "image", "lightcurves": "series"}
@@ -41,12 +37,7 @@ def main() -> None:
     results = {
         "command": " ".join(["python", *sys.argv]),
         "config": cfg,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine_info(),
         "tracks": {},
     }
     for track, modality in TRACKS.items():

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -44,7 +42,7 @@ from whatsreal.train.counterfactual import (
     fit_counterfactual,
     measure_step_seconds,
 )
-from whatsreal.utils import atomic_write_json
+from whatsreal.utils import atomic_write_json, machine_info
 
 HERE = Path(__file__).parent
 DATA = HERE / "_data"
@@ -154,12 +152,7 @@ def main() -> None:
 
     results: dict = {
         "command": " ".join(["python", "benchmarks/galaxies.py", *sys.argv[1:]]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine_info(),
         "store": str(store.path),
         "n_test_pairs": len(pairs_test),
         "minutes_per_variant": args.minutes,

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-
-import torch
 
 from whatsreal.evaluate.counterfactual import reconstruct_anchors
 from whatsreal.evaluate.lightcurves import LightCurveEvalSettings, evaluate_features
@@ -29,7 +25,7 @@ from whatsreal.models.base import load_pretrained
 from whatsreal.simulate.lightcurves import lightcurve_sim_config, write_lightcurve_store
 from whatsreal.store import ObservationStore
 from whatsreal.train.counterfactual import CounterfactualTrainConfig, fit_counterfactual
-from whatsreal.utils import atomic_write_json
+from whatsreal.utils import atomic_write_json, machine_info
 
 HERE = Path(__file__).parent
 DATA = HERE / "_data"
@@ -68,11 +64,7 @@ def main() -> None:
     )
     results: dict = {
         "command": " ".join(["python", "benchmarks/lightcurves_counterfactual.py", *sys.argv[1:]]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-        },
+        "machine": machine_info(),
         "store": str(store.path),
         "n_lightcurves": store.n_obs,
         "minutes_per_variant": args.minutes,

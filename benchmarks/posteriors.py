@@ -18,14 +18,11 @@ HSC, predict in Legacy). Writes ``benchmarks/results/<name>.json`` and ``<name>_
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from whatsreal.config import load_config
 from whatsreal.evaluate.calibration import evaluate_posterior, tarp_figure
@@ -36,7 +33,7 @@ from whatsreal.infer.posterior import PosteriorSettings, PropertyPosterior, stor
 from whatsreal.models.base import load_pretrained
 from whatsreal.sampling import SplitSpec
 from whatsreal.store import ObservationStore
-from whatsreal.utils import atomic_write_json, peak_rss_mb
+from whatsreal.utils import atomic_write_json, machine_info, peak_rss_mb
 
 HERE = Path(__file__).parent
 
@@ -183,12 +180,7 @@ def main() -> None:
     results = {
         "command": " ".join(["python", "benchmarks/posteriors.py", *sys.argv[1:]]),
         "config": cfg,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine_info(),
         "tarp_method": "numpy implementation in whatsreal.evaluate.calibration.tarp",
         "tracks": {},
     }

@@ -9,8 +9,6 @@ the NFE at which each solver comes within 2% of Euler-250's MSE to the target.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ from whatsreal.models.base import load_pretrained
 from whatsreal.models.flow import integrate
 from whatsreal.sampling import SplitSpec, ViewDataset, collate_views
 from whatsreal.store import ObservationStore
-from whatsreal.utils import atomic_write_json
+from whatsreal.utils import atomic_write_json, machine_info
 
 HERE = Path(__file__).parent
 DATA = HERE / "_data"
@@ -88,11 +86,7 @@ def main() -> None:
     best = min((v for v in within.values() if v is not None), default=None)
     result = {
         "command": " ".join(["python", "benchmarks/sampler.py", *sys.argv[1:]]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-        },
+        "machine": machine_info(),
         "model": args.model,
         "store": args.store,
         "n_anchors": len(items),

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +34,7 @@ from whatsreal.train.counterfactual import (
     fit_for_steps,
     fit_within_minutes,
 )
-from whatsreal.utils import atomic_write_json
+from whatsreal.utils import atomic_write_json, machine_info
 
 HERE = Path(__file__).parent
 
@@ -83,12 +81,7 @@ def main() -> None:
     results = {
         "command": " ".join(["python", "benchmarks/separation_galaxies.py", *sys.argv[1:]]),
         "config": cfg,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine_info(),
         "minutes_per_variant": float(cfg["minutes"]),
         "variants": dict(previous.get("variants", {})),
     }

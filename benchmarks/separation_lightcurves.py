@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from dataclasses import replace
 from pathlib import Path
-
-import torch
 
 from whatsreal.config import load_config
 from whatsreal.evaluate.lightcurves import (
@@ -28,7 +24,7 @@ from whatsreal.infer import embed_rows
 from whatsreal.simulate.lightcurves import write_lightcurve_store
 from whatsreal.store import ObservationStore
 from whatsreal.train.contrastive import ContrastiveTrainConfig, fit_contrastive, trained_steps
-from whatsreal.utils import atomic_write_json
+from whatsreal.utils import atomic_write_json, machine_info
 
 HERE = Path(__file__).parent
 
@@ -69,11 +65,7 @@ def main() -> None:
     results.update(
         {
             "config": cfg,
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "torch": torch.__version__,
-            },
+            "machine": machine_info(),
         }
     )
     results.setdefault("runs", {})

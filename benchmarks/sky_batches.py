@@ -7,17 +7,14 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from whatsreal.sampling import StepBatchSampler, ViewDataset
 from whatsreal.store import ObservationStore
-from whatsreal.utils import atomic_write_json
+from whatsreal.utils import atomic_write_json, machine_info
 
 HERE = Path(__file__).parent
 
@@ -33,11 +30,7 @@ def main() -> None:
     n = len(views)
     out = {
         "command": " ".join(["python", "benchmarks/sky_batches.py", *sys.argv[1:]]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-        },
+        "machine": machine_info(),
         "store": str(store.path),
         "batch_size": args.batch_size,
         "steps": args.steps,

@@ -10,8 +10,6 @@ instrument views: ``paper`` and ``cpu`` presets, plain eager fp32 against the tu
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ import numpy as np
 import torch
 
 from whatsreal.models.counterfactual import build_counterfactual_model
-from whatsreal.utils import atomic_write_json
+from whatsreal.utils import atomic_write_json, machine_info
 
 HERE = Path(__file__).parent
 SETTINGS = {
@@ -112,12 +110,7 @@ def main() -> None:
         )
     result = {
         "command": " ".join(["python", "benchmarks/train_throughput.py", *sys.argv[1:]]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine_info(),
         "shape": [4, 48, 48],
         "instrument_views": 5,
         "physics_views": 1,
