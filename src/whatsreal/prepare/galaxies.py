@@ -41,6 +41,7 @@ import numpy as np
 
 from whatsreal.errors import InputLayoutError
 from whatsreal.prepare.bands import canonical_bands
+from whatsreal.prepare.fitsio import fits_read_errors
 
 __all__ = ["FitsCutoutReader", "GalaxyBatch", "MMUReader", "append_kwargs"]
 
@@ -561,7 +562,7 @@ class FitsCutoutReader:
                 f"catalogue {self.catalogue_path} row {row}: cutout {path} does not exist "
                 f"(column '{self._cols['file']}' is a path relative to {self.folder})"
             )
-        try:
+        with fits_read_errors(path):
             with fits.open(path, memmap=False) as hdus:
                 main = next((h for h in hdus if h.data is not None and h.data.size), None)
                 if main is None:
@@ -572,13 +573,6 @@ class FitsCutoutReader:
                 ivar = np.asarray(ext["IVAR"].data, np.float32) if "IVAR" in ext else None
                 mask = np.asarray(ext["MASK"].data) != 0 if "MASK" in ext else None
                 facts = self._header_facts(header, path)
-        except InputLayoutError:
-            raise
-        except (OSError, ValueError, TypeError) as exc:  # astropy: truncated data, bad header
-            raise InputLayoutError(
-                f"cannot read {path} as FITS ({' '.join(str(exc).split())}); the file is "
-                "truncated or damaged"
-            ) from None
         if image.ndim == 2:
             image = image[None]
             ivar = None if ivar is None else ivar.reshape(image.shape)

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from whatsreal.errors import ConfigError, InputLayoutError
+from whatsreal.prepare.fitsio import fits_read_errors
 
 __all__ = [
     "LightCurveBatch",
@@ -330,7 +331,7 @@ class TessReader:
         from astropy.io import fits
 
         path = Path(path)
-        try:
+        with fits_read_errors(path):
             with fits.open(path, memmap=False) as hdus:
                 table = hdus["LIGHTCURVE"] if "LIGHTCURVE" in hdus else None
                 if table is None:
@@ -356,13 +357,6 @@ class TessReader:
                 quality = (
                     None if self.quality_column is None else np.asarray(data[self.quality_column])
                 )
-        except InputLayoutError:
-            raise
-        except (OSError, ValueError, TypeError) as exc:  # astropy: truncated data, bad header
-            raise InputLayoutError(
-                f"cannot read {path} as FITS ({' '.join(str(exc).split())}); the file is "
-                "truncated or damaged"
-            ) from None
         source = self._source(header, path)
         try:
             instrument = self.instrument.format_map(header)
