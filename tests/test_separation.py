@@ -212,11 +212,37 @@ def test_highpass_instrument_encoder_sees_the_band_minus_its_local_mean(one_thre
     assert not model.physics_encoder.highpass and model.instrument_encoder.highpass
 
 
+def test_per_band_instrument_encoder_applies_one_backbone_to_every_band(one_thread):
+    from whatsreal.models.counterfactual import ImageTokenEncoder
+
+    torch.manual_seed(0)
+    enc = ImageTokenEncoder(3, 16, 8, backbone="resnet10t", per_band=True).eval()
+    assert enc.backbone.conv1[0].in_channels == 1
+    x = torch.randn(2, 3, 16, 16)
+    tokens = enc(x)
+    assert tokens.shape == (2, enc.n_tokens, 8)
+    # band-equivariance of the trunk: swapping two bands permutes the projection's inputs,
+    # so with the projection's weight blocks swapped alike the tokens are unchanged
+    f = enc.backbone.feature_info.channels()[-1]
+    swapped = ImageTokenEncoder(3, 16, 8, backbone="resnet10t", per_band=True).eval()
+    swapped.load_state_dict(enc.state_dict())
+    with torch.no_grad():
+        w = swapped.proj.weight
+        w[:, :f], w[:, f : 2 * f] = w[:, f : 2 * f].clone(), w[:, :f].clone()
+    assert torch.allclose(swapped(x[:, [1, 0, 2]]), tokens, atol=1e-5)
+    # each observation's tokens depend on its own bands only (no mixing across the batch)
+    assert torch.allclose(enc(x[:1]), tokens[:1], atol=1e-5)
+    model = build_counterfactual_model("tiny", "image", 2, 16, instrument_per_band=True)
+    assert model.instrument_encoder.per_band and not model.physics_encoder.per_band
+
+
 def test_separation_levers_are_validated():
     from whatsreal.errors import ConfigError
 
     with pytest.raises(ConfigError, match="images only"):
         build_counterfactual_model("tiny", "series", 1, 32, instrument_highpass=True)
+    with pytest.raises(ConfigError, match="instrument_per_band applies to images only"):
+        build_counterfactual_model("tiny", "series", 1, 32, instrument_per_band=True)
 
     with pytest.raises(ConfigError, match="physics_negatives"):
         build_counterfactual_model("tiny", "image", 2, 16, physics_negatives="others")

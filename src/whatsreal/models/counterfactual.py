@@ -55,6 +55,9 @@ class ImageTokenEncoder(nn.Module):
     a 48x48 ResNet-18 gives a 2x2 map of ``token_dim`` channels = 4 tokens (seed 000 A.1).
     With ``highpass`` the backbone also sees each band minus its 3x3 local mean, the part of
     the image where pixel noise and the PSF core live (an option for instrument encoders).
+    With ``per_band`` one single-band backbone is applied to every band, and the bands'
+    feature maps are concatenated before the projection: whatever a band's noise or PSF
+    detector learns, it applies to every band (observing conditions are per band).
     """
 
     def __init__(
@@ -65,12 +68,15 @@ class ImageTokenEncoder(nn.Module):
         backbone: str = "resnet18",
         min_grid: int = 2,
         highpass: bool = False,
+        per_band: bool = False,
     ) -> None:
         super().__init__()
         import timm
 
         self.highpass = bool(highpass)
-        in_channels = in_channels * (2 if self.highpass else 1)
+        self.per_band = bool(per_band)
+        n_bands = in_channels if self.per_band else 1
+        in_channels = (1 if self.per_band else in_channels) * (2 if self.highpass else 1)
 
         probe = timm.create_model(
             backbone, pretrained=False, in_chans=in_channels, features_only=True
@@ -92,15 +98,21 @@ class ImageTokenEncoder(nn.Module):
             features_only=True,
             out_indices=(stage,),
         )
-        self.proj = nn.Conv2d(self.backbone.feature_info.channels()[-1], token_dim, 1)
+        self.proj = nn.Conv2d(n_bands * self.backbone.feature_info.channels()[-1], token_dim, 1)
         self.n_tokens = grids[stage] ** 2
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> tokens (N, n_tokens, token_dim)."""
+        n, c = x.shape[:2]
+        if self.per_band:
+            x = x.reshape(n * c, 1, *x.shape[2:])
         if self.highpass:
             local = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
             x = torch.cat([x, x - local], dim=1)
-        h = self.proj(self.backbone(x)[-1])
+        h = self.backbone(x)[-1]
+        if self.per_band:  # (N*C, F, g, g) -> (N, C*F, g, g), band-major
+            h = h.reshape(n, c * h.shape[1], *h.shape[2:])
+        h = self.proj(h)
         return h.flatten(2).transpose(1, 2)
 
 
@@ -263,6 +275,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         instrument_negatives: str = "all",
         agreement_weight: float = 0.0,
         instrument_highpass: bool = False,
+        instrument_per_band: bool = False,
         instrument_positives: str = "views",
         disentangle_weight: float = 0.0,
         instrument_memory: int = 0,
@@ -310,8 +323,12 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         if disentangle_weight < 0:
             raise ConfigError(f"disentangle_weight must be >= 0; got {disentangle_weight}")
         self.disentangle_weight = float(disentangle_weight)
-        if instrument_highpass and modality != "image":
-            raise ConfigError("instrument_highpass applies to images only (modality 'image')")
+        for key, on in (
+            ("instrument_highpass", instrument_highpass),
+            ("instrument_per_band", instrument_per_band),
+        ):
+            if on and modality != "image":
+                raise ConfigError(f"{key} applies to images only (modality 'image')")
         if agreement_weight < 0:
             raise ConfigError(f"agreement_weight must be >= 0; got {agreement_weight}")
         self.physics_negatives, self.instrument_negatives = physics_negatives, instrument_negatives
@@ -345,7 +362,12 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         if modality == "image":
             self.physics_encoder = ImageTokenEncoder(in_channels, size, token_dim, **enc)
             self.instrument_encoder = ImageTokenEncoder(
-                in_channels, size, token_dim, highpass=instrument_highpass, **enc
+                in_channels,
+                size,
+                token_dim,
+                highpass=instrument_highpass,
+                per_band=instrument_per_band,
+                **enc,
             )
             self.decoder: nn.Module = ImageFlowDecoder(in_channels, size, token_dim, **dec)
         else:
