@@ -232,8 +232,19 @@ def test_per_band_instrument_encoder_applies_one_backbone_to_every_band(one_thre
     assert torch.allclose(swapped(x[:, [1, 0, 2]]), tokens, atol=1e-5)
     # each observation's tokens depend on its own bands only (no mixing across the batch)
     assert torch.allclose(enc(x[:1]), tokens[:1], atol=1e-5)
-    model = build_counterfactual_model("tiny", "image", 2, 16, instrument_per_band=True)
+    model = build_counterfactual_model(
+        "tiny", "image", 2, 16, instrument_per_band=True, instrument_width=0.5
+    )
     assert model.instrument_encoder.per_band and not model.physics_encoder.per_band
+    widths = [
+        m.out_channels for m in model.instrument_encoder.modules() if hasattr(m, "out_channels")
+    ]
+    full = [m.out_channels for m in model.physics_encoder.modules() if hasattr(m, "out_channels")]
+    assert max(widths[:-1]) * 2 == max(full[:-1])  # half the channels (the projection aside)
+    from whatsreal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="width"):
+        ImageTokenEncoder(3, 16, 8, backbone="resnet10t", width=0.0)
 
 
 def test_separation_levers_are_validated():
