@@ -23,16 +23,10 @@ import numpy as np
 import torch
 
 from whatsreal.evaluate.galaxies import (
-    INSTRUMENT_PARAMS,
-    PHYSICS_PARAMS,
     counterfactual_quality,
-    embed_pairs,
-    paired_rows,
-    probe_r2,
-    psf_matched_retrieval,
-    retrieval,
-    split_sources,
-    truth_table,
+    evaluate_latents,
+    evaluation_pairs,
+    psf_matched_anchor,
 )
 from whatsreal.models.base import load_pretrained
 from whatsreal.store import ObservationStore
@@ -79,42 +73,6 @@ def ensure_store(path: Path, n: int) -> ObservationStore:
     return ObservationStore(path)
 
 
-def evaluate_model(model, store, pairs_train, pairs_test, with_probes=True) -> dict:
-    """Retrieval (physics space) and probe R² from both latents."""
-    z = embed_pairs(model, store, pairs_test)
-    out = {"retrieval": retrieval(*z["physics"])}
-    out["retrieval_instrument_space"] = retrieval(*z["instrument"])
-    if not with_probes:
-        return out
-    zt = embed_pairs(model, store, pairs_train)
-    rows_tr = pairs_train.T.ravel()
-    rows_te = pairs_test.T.ravel()
-    y_tr, y_te = truth_table(store, rows_tr), truth_table(store, rows_te)
-    probes = {}
-    for latent in z:
-        x_tr = np.concatenate(zt[latent])
-        x_te = np.concatenate(z[latent])
-        probes[latent] = probe_r2(x_tr, y_tr, x_te, y_te)
-        # Within one survey (HSC rows only): leakage that is not just "which survey".
-        n_tr, n_te = len(pairs_train), len(pairs_test)
-        probes[f"{latent}_hsc_only"] = probe_r2(
-            zt[latent][0],
-            {k: v[:n_tr] for k, v in y_tr.items()},
-            z[latent][0],
-            {k: v[:n_te] for k, v in y_te.items()},
-        )
-    out["probe_r2"] = probes
-    phys = probes["physics"]
-    out["leakage_instrument_into_physics"] = {k: phys[k] for k in INSTRUMENT_PARAMS if k in phys}
-    out["leakage_instrument_into_physics_hsc_only"] = {
-        k: probes["physics_hsc_only"][k] for k in INSTRUMENT_PARAMS if k in phys
-    }
-    out["leakage_physics_into_instrument"] = {
-        k: probes["instrument"][k] for k in PHYSICS_PARAMS if k in probes["instrument"]
-    }
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default=str(DATA / "galaxies_hsc_legacy.store"))
@@ -142,12 +100,7 @@ def main() -> None:
         progress=False,
         snapshot_minutes=args.minutes / 6,
     )
-    parts = split_sources(store, base.splits)
-    rng = np.random.default_rng(0)
-    pairs_test = paired_rows(store, parts["test"], "hsc", "legacy")[:1000]
-    train_src = rng.choice(parts["train"], size=min(2000, parts["train"].size), replace=False)
-    pairs_train = paired_rows(store, np.sort(train_src), "hsc", "legacy")
-    grid_scale = float(np.asarray(store.truth_instrument["grid_scale"]).mean())
+    pairs_train, pairs_test = evaluation_pairs(store, base.splits, "hsc", "legacy", 1000, 2000)
     print(f"store {store.path}: {len(pairs_test)} test pairs, {len(pairs_train)} probe pairs")
 
     results: dict = {
@@ -162,13 +115,13 @@ def main() -> None:
         "chance_recall@10": 10 / len(pairs_test),
     }
     t0 = time.perf_counter()
-    results["classical_psf_matched"] = psf_matched_retrieval(store, pairs_test, grid_scale)
+    results["classical_psf_matched"] = psf_matched_anchor(store, pairs_test)
     results["classical_seconds"] = round(time.perf_counter() - t0, 1)
     print("classical PSF-matched χ² matching:", results["classical_psf_matched"]["top1"])
 
     torch.manual_seed(0)
     rand_model = build_for_store(store, base).eval()
-    results["random_encoder"] = evaluate_model(rand_model, store, pairs_train, pairs_test)
+    results["random_encoder"] = evaluate_latents(rand_model, store, pairs_train, pairs_test)
     print("random encoder top1:", results["random_encoder"]["retrieval"]["top1"])
 
     previous = HERE / "results" / f"{args.name}.json"  # read before it is overwritten
@@ -218,7 +171,7 @@ def main() -> None:
             fit_counterfactual(store, out, cfg, resume=False)
             r["train_seconds"] = round(warm_seconds + time.perf_counter() - t0, 1)
         model = load_pretrained(out / "model")
-        r.update(evaluate_model(model, store, pairs_train, pairs_test))
+        r.update(evaluate_latents(model, store, pairs_train, pairs_test))
         print(
             f"[{name}] top1 {r['retrieval']['top1']:.3f} "
             f"recall@10 {r['retrieval']['recall@10']:.3f}"
@@ -230,7 +183,7 @@ def main() -> None:
         for snap, start in snaps:
             step, minutes = snap.name[4:].split("_")
             m = load_pretrained(snap)
-            ret = evaluate_model(m, store, pairs_train, pairs_test, with_probes=False)
+            ret = evaluate_latents(m, store, pairs_train, pairs_test, with_probes=False)
             curve.append(
                 {
                     "minutes": round(start + float(minutes[:-3]), 2),

@@ -264,6 +264,44 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from whatsreal.evaluate.probes import ProbeSettings
+    from whatsreal.pipelines.galaxies import evaluate_galaxy_run
+
+    r = evaluate_galaxy_run(
+        args.run,
+        n_test=args.n_test,
+        n_probe=args.n_probe,
+        cf_sources=args.cf_sources,
+        n_samples=args.n_samples,
+        nfe=args.nfe,
+        store=args.store,
+        probe=ProbeSettings(steps=args.probe_steps),
+        progress=not args.quiet,
+    )
+    a, b = r["surveys"]
+    ret, anchor = r["retrieval"], r["classical_psf_matched"]
+    lines = [
+        f"{a}/{b} retrieval (physics latent, {r['n_test_pairs']} test galaxies): top-1 "
+        f"{ret['top1']:.3f}, recall@10 {ret['recall@10']:.3f} (chance {r['chance_top1']:.4f})"
+    ]
+    if "top1" in anchor:
+        lines.append(f"PSF-matched χ² anchor: top-1 {anchor['top1']:.3f}")
+    leak = r["leakage_instrument_into_physics"]
+    if leak:
+        worst = max(leak, key=lambda k: leak[k])
+        lines.append(f"worst leakage into the physics latent: {worst} R² {leak[worst]:.3f}")
+    for to, q in (r["counterfactual"] or {}).items():
+        lines.append(
+            f"-> {to}: posterior-mean MSE / noise floor {q['mse_mean_over_floor']:.2f}, "
+            f"pixel z {q['z_mean']:.2f} ± {q['z_std']:.2f}"
+        )
+    run = Path(args.run)
+    lines.append(f"results -> {run / 'results.json'}\nreport -> {run / 'report.html'}")
+    print("\n".join(lines))
+    return 0
+
+
 def _counterfactual(args: argparse.Namespace) -> int:
     import whatsreal
     from whatsreal.infer.counterfactual import (
@@ -616,6 +654,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="YAML file: model, store, out, train")
     train.set_defaults(handler=_train, accepts_overrides=True)
 
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a galaxy training run: results.json and report.html in the run folder",
+    )
+    ev.add_argument("--run", required=True, help="run folder (config.yaml, model/)")
+    ev.add_argument("--n-test", type=_count, default=1000, help="test galaxies (default 1000)")
+    ev.add_argument(
+        "--n-probe", type=_count, default=2000, help="probe-training galaxies (default 2000)"
+    )
+    ev.add_argument(
+        "--cf-sources",
+        type=_whole(0, "--cf-sources"),
+        default=64,
+        help="test galaxies per counterfactual direction (default 64; 0 skips)",
+    )
+    ev.add_argument("--n-samples", type=_whole(2, "--n-samples"), default=8, help="default 8")
+    ev.add_argument("--nfe", type=_count, default=20, help="network evaluations (default 20)")
+    ev.add_argument(
+        "--probe-steps", type=_count, default=300, help="probe training steps (default 300)"
+    )
+    ev.add_argument("--store", help="the run's store, if it moved since training")
+    ev.add_argument("--quiet", action="store_true", help="no progress")
+    ev.set_defaults(handler=_evaluate)
+
     cf = sub.add_parser(
         "counterfactual", help="generate views of store sources as another instrument sees them"
     )
@@ -781,7 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     # SIGTERM (kill, a batch system) unwinds like an error, so temp folders are removed
-    on_term = args.command in ("simulate", "pair", "counterfactual", "embed", "prepare")
+    on_term = args.command in ("simulate", "pair", "counterfactual", "embed", "prepare", "evaluate")
     on_term &= threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_term else None
     try:

@@ -12,7 +12,7 @@ from scipy.ndimage import gaussian_filter
 
 from whatsreal.evaluate.counterfactual import posterior_metrics
 from whatsreal.evaluate.probes import ProbeSettings, fit_probes, r2_score
-from whatsreal.infer.counterfactual import counterfactual_views
+from whatsreal.infer.counterfactual import CounterfactualResult, counterfactual_views
 from whatsreal.infer.embed import embed_rows
 from whatsreal.models.counterfactual import CounterfactualModel
 from whatsreal.sampling import SplitSpec, assign_split
@@ -109,6 +109,15 @@ def psf_matched_retrieval(
     return _recall_from_scores(-chi2, ks)
 
 
+def psf_matched_anchor(store: ObservationStore, pairs: np.ndarray) -> dict:
+    """:func:`psf_matched_retrieval` on the store's common grid, or why it was not run (it
+    needs the ``psf_fwhm`` and ``grid_scale`` truth the galaxy simulator writes)."""
+    if "psf_fwhm" not in store.truth_obs or "grid_scale" not in store.truth_instrument:
+        return {"skipped": "the store has no psf_fwhm / grid_scale truth"}
+    grid_scale = float(np.asarray(store.truth_instrument["grid_scale"]).mean())
+    return psf_matched_retrieval(store, pairs, grid_scale)
+
+
 def truth_table(store: ObservationStore, rows: np.ndarray, band: int = 2) -> dict[str, np.ndarray]:
     """Physics (per source) and instrument (per observation) truth of rows; per-band
     quantities are taken in ``band`` (i for griz)."""
@@ -160,6 +169,22 @@ def counterfactual_quality(
 ) -> dict:
     """Posterior samples of ``to``'s view of each source vs its real (and noise-free) one:
     :func:`whatsreal.evaluate.counterfactual.posterior_metrics` on the sources ``to`` saw."""
+    return counterfactual_with_views(model, store, sources, to, n_samples, solver, nfe, seed)[0]
+
+
+def counterfactual_with_views(
+    model: CounterfactualModel,
+    store: ObservationStore,
+    sources: np.ndarray,
+    to: str,
+    n_samples: int = 8,
+    solver: str = "heun",
+    nfe: int = 20,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[dict, CounterfactualResult]:
+    """:func:`counterfactual_quality` and the views it scored (for a report's grid), so the
+    figure shows exactly the samples the numbers come from."""
     res = counterfactual_views(
         model,
         store,
@@ -169,13 +194,15 @@ def counterfactual_quality(
         nfe=nfe,
         seed=seed,
         sources=sources,
+        progress=progress,
     )
     have = res.target_row >= 0
     arrays = [a for a in ("flux", "clean", "ivar") if a in store.arrays]
     tgt = store.read(res.target_row[have], arrays)
-    return posterior_metrics(
+    metrics = posterior_metrics(
         model, res.samples[have], tgt["flux"], tgt.get("clean"), tgt.get("ivar")
     )
+    return metrics, res
 
 
 def embed_pairs(model: torch.nn.Module, store: ObservationStore, pairs: np.ndarray) -> dict:
@@ -183,3 +210,69 @@ def embed_pairs(model: torch.nn.Module, store: ObservationStore, pairs: np.ndarr
     ea = embed_rows(model, store, pairs[:, 0], batch_size=256)
     eb = embed_rows(model, store, pairs[:, 1], batch_size=256)
     return {k: (ea[k], eb[k]) for k in ea}
+
+
+def evaluation_pairs(
+    store: ObservationStore,
+    splits: SplitSpec,
+    a: str = "hsc",
+    b: str = "legacy",
+    n_test: int = 1000,
+    n_probe: int = 2000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probe-training pairs, test pairs) of rows seen by both ``a`` and ``b``: the first
+    ``n_test`` test sources, and ``n_probe`` training sources drawn with ``seed``."""
+    parts = split_sources(store, splits)
+    pairs_test = paired_rows(store, parts["test"], a, b)[:n_test]
+    rng = np.random.default_rng(seed)
+    train_src = rng.choice(parts["train"], size=min(n_probe, parts["train"].size), replace=False)
+    pairs_train = paired_rows(store, np.sort(train_src), a, b)
+    return pairs_train, pairs_test
+
+
+def evaluate_latents(
+    model: torch.nn.Module,
+    store: ObservationStore,
+    pairs_train: np.ndarray,
+    pairs_test: np.ndarray,
+    with_probes: bool = True,
+    surveys: tuple[str, str] = ("hsc", "legacy"),
+    settings: ProbeSettings | None = None,
+) -> dict:
+    """Cross-survey retrieval in both latent spaces and probe R² of every truth parameter
+    from each latent, pooled and within each survey (``surveys`` names the pair columns),
+    with the leakage either way."""
+    z = embed_pairs(model, store, pairs_test)
+    out: dict = {"retrieval": retrieval(*z["physics"])}
+    out["retrieval_instrument_space"] = retrieval(*z["instrument"])
+    if not with_probes:
+        return out
+    zt = embed_pairs(model, store, pairs_train)
+    y_tr = truth_table(store, pairs_train.T.ravel())
+    y_te = truth_table(store, pairs_test.T.ravel())
+    n_tr, n_te = len(pairs_train), len(pairs_test)
+    probes = {}
+    for latent in z:
+        probes[latent] = probe_r2(
+            np.concatenate(zt[latent]), y_tr, np.concatenate(z[latent]), y_te, settings
+        )
+        # Within one survey: leakage that is not just "which survey".
+        for col, name in enumerate(surveys):
+            tr, te = slice(col * n_tr, (col + 1) * n_tr), slice(col * n_te, (col + 1) * n_te)
+            probes[f"{latent}_{name}_only"] = probe_r2(
+                zt[latent][col],
+                {k: v[tr] for k, v in y_tr.items()},
+                z[latent][col],
+                {k: v[te] for k, v in y_te.items()},
+                settings,
+            )
+    out["probe_r2"] = probes
+    phys, inst = probes["physics"], probes["instrument"]
+    out["leakage_instrument_into_physics"] = {k: phys[k] for k in INSTRUMENT_PARAMS if k in phys}
+    for name in surveys:
+        out[f"leakage_instrument_into_physics_{name}_only"] = {
+            k: probes[f"physics_{name}_only"][k] for k in INSTRUMENT_PARAMS if k in phys
+        }
+    out["leakage_physics_into_instrument"] = {k: inst[k] for k in PHYSICS_PARAMS if k in inst}
+    return out

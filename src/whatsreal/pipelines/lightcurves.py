@@ -30,6 +30,7 @@ from whatsreal.evaluate.lightcurves import (
 from whatsreal.evaluate.probes import ProbeSettings
 from whatsreal.infer import embed_rows
 from whatsreal.models.contrastive import build_contrastive_model
+from whatsreal.pipelines.stages import Stages
 from whatsreal.simulate.lightcurves import lightcurve_sim_config, write_lightcurve_store
 from whatsreal.store import ObservationStore
 from whatsreal.train.contrastive import ContrastiveTrainConfig, fit_contrastive, trained_steps
@@ -116,25 +117,12 @@ def track_config(preset: str = "demo", **overrides: Any) -> LightCurveTrackConfi
     return build_dataclass(LightCurveTrackConfig, {**p, "preset": preset, **overrides})
 
 
-class _Stages:
-    """Prints each stage with its elapsed time (rich), so long runs show live progress."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        from rich.console import Console
-
-        self.console = Console(quiet=quiet)
-        self.t0 = time.perf_counter()
-
-    def __call__(self, text: str) -> None:
-        self.console.print(f"[bold cyan][{time.perf_counter() - self.t0:6.1f} s][/] {text}")
-
-
 def _train(
     store: ObservationStore,
     out: Path,
     cfg: LightCurveTrackConfig,
     single: bool,
-    stage: _Stages,
+    stage: Stages,
     steps: int | None = None,
 ) -> torch.nn.Module:
     """Train the dual model (with ``dual_overrides``) or the baseline; ``steps`` fixes the
@@ -162,7 +150,7 @@ def run_lightcurve_track(
         logging.getLogger(name).setLevel(logging.WARNING)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stage = _Stages(quiet)
+    stage = Stages(quiet)
     save_config(asdict(cfg), out / "config.yaml")
     timings: dict[str, float] = {}
 

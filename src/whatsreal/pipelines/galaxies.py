@@ -1,0 +1,272 @@
+"""Evaluate a galaxy training run (``whatsreal evaluate --run DIR``): load the run's model and
+store from its saved config, compute what the galaxy benchmark computes, and write
+``results.json`` and ``report.html`` into the run.
+
+Metrics (DESIGN.md §6): cross-survey retrieval in physics space, probe R² from each latent
+with the leakage, counterfactual posterior-mean MSE over the noise floor and pixel z-scores,
+and the classical PSF-matched anchor, beside a randomly initialised encoder of the same
+architecture.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from whatsreal.config import load_config
+from whatsreal.errors import ConfigError, ModelFileError, StoreFormatError
+from whatsreal.evaluate.galaxies import (
+    counterfactual_with_views,
+    evaluate_latents,
+    evaluation_pairs,
+    psf_matched_anchor,
+)
+from whatsreal.evaluate.probes import ProbeSettings
+from whatsreal.models.base import load_pretrained
+from whatsreal.models.counterfactual import CounterfactualModel
+from whatsreal.pipelines.stages import Stages
+from whatsreal.sampling import SplitSpec
+from whatsreal.store import ObservationStore
+from whatsreal.utils import atomic_write_json
+
+SUPPORTED = (
+    "`whatsreal evaluate` supports galaxy runs: a `whatsreal train` run of model "
+    "'counterfactual' on an image store (config.yaml with 'store' and 'train', and model/)"
+)
+
+
+@dataclass
+class GalaxyRun:
+    """A training run's saved config, its model and its store."""
+
+    path: Path
+    config: dict[str, Any]
+    model: CounterfactualModel
+    store: ObservationStore
+
+    @property
+    def splits(self) -> SplitSpec:
+        t = self.config.get("train") or {}
+        return SplitSpec(t.get("val", 0.05), t.get("test", 0.05), t.get("split_seed", 0))
+
+
+@dataclass
+class GalaxyExamples:
+    """The counterfactual views a report's grid shows, per target survey (not in the JSON)."""
+
+    views: dict[str, Any]  # target survey -> CounterfactualResult of the scored sources
+
+
+def _store_path(run_dir: Path, config_file: Path, value: Any) -> Path:
+    """The run's store: absolute as saved, or relative to the working directory (where
+    ``whatsreal train`` ran) or to the run folder."""
+    if not value:
+        raise ConfigError(f"{config_file} has no 'store' key: give the store with --store PATH")
+    path = Path(str(value))
+    candidates = [path] if path.is_absolute() else [path, run_dir / path]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    tried = ", ".join(str(c) for c in candidates)
+    raise StoreFormatError(
+        f"the store {value!r} named by 'store' in {config_file} is missing (looked at {tried}); "
+        "give its current place with --store PATH"
+    )
+
+
+def load_galaxy_run(run_dir: str | Path, store: str | Path | None = None) -> GalaxyRun:
+    """Read ``run_dir/config.yaml`` and load ``run_dir/model`` and the store it names
+    (``store`` overrides it); errors name the missing file or key and what is supported."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{config_file} is missing: {run_dir} is not a training run ({SUPPORTED})"
+        )
+    cfg = load_config(config_file)
+    if "sim_preset" in cfg or "dual_overrides" in cfg:
+        raise ConfigError(
+            f"{run_dir} is a light-curve track run (`whatsreal demo`), which writes its own "
+            f"results.json and report.html; {SUPPORTED}"
+        )
+    kind = cfg.get("model", "counterfactual")
+    modality = (cfg.get("train") or {}).get("modality", "auto")
+    if kind != "counterfactual" or modality == "series":
+        raise ConfigError(
+            f"{config_file}: model {kind!r}, modality {modality!r} is a light-curve run; "
+            f"light-curve runs are evaluated by `whatsreal demo` only. {SUPPORTED}"
+        )
+    model_dir = run_dir / "model"
+    if not (model_dir / "config.json").is_file():
+        raise ModelFileError(
+            f"{model_dir / 'config.json'} is missing: the run saved no model (did training finish?)"
+        )
+    obs = ObservationStore(
+        _store_path(run_dir, config_file, cfg.get("store")) if store is None else store
+    )
+    if obs.modality != "image":
+        raise ConfigError(f"{obs.path} holds {obs.modality} data, not images. {SUPPORTED}")
+    model = load_pretrained(model_dir)
+    if not isinstance(model, CounterfactualModel):
+        raise ConfigError(f"{model_dir} holds a {type(model).__name__}. {SUPPORTED}")
+    return GalaxyRun(path=run_dir, config=cfg, model=model, store=obs)
+
+
+def _survey_pair(store: ObservationStore, surveys: tuple[str, str] | None) -> tuple[str, str]:
+    """The two surveys compared: as given, else hsc and legacy if present, else the first two."""
+    names = list(store.instruments)
+    if surveys is None:
+        surveys = ("hsc", "legacy") if {"hsc", "legacy"} <= set(names) else tuple(names[:2])
+    if len(surveys) != 2 or len(set(surveys)) != 2:
+        raise ConfigError(f"evaluation needs two surveys; the store has {names}")
+    for s in surveys:
+        if s not in names:
+            raise ConfigError(f"survey {s!r} is not in {store.path}; it has {names}")
+    return surveys[0], surveys[1]
+
+
+def evaluate_galaxy_run(
+    run_dir: str | Path,
+    *,
+    n_test: int = 1000,
+    n_probe: int = 2000,
+    cf_sources: int = 64,
+    n_samples: int = 8,
+    nfe: int = 20,
+    grid_sources: int = 4,
+    surveys: tuple[str, str] | None = None,
+    store: str | Path | None = None,
+    probe: ProbeSettings | None = None,
+    write: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Every metric of the galaxy benchmark for one run; with ``write`` also
+    ``run_dir/results.json`` and ``run_dir/report.html`` (atomically). Returns the results."""
+    for name, value in (("n_test", n_test), ("n_probe", n_probe), ("nfe", nfe)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1; got {value}")
+    if cf_sources < 0 or grid_sources < 0 or n_samples < 2:
+        raise ConfigError("cf_sources and grid_sources must be >= 0, n_samples >= 2")
+    stage = Stages(quiet=not progress)
+    run = load_galaxy_run(run_dir, store)
+    model, st = run.model, run.store
+    a, b = _survey_pair(st, surveys)
+    stage(f"run {run.path}: {type(model).__name__}, store {st.path} ({st.n_obs:,} observations)")
+    timings: dict[str, float] = {}
+
+    pairs_train, pairs_test = evaluation_pairs(st, run.splits, a, b, n_test, n_probe)
+    if len(pairs_test) < 2 or len(pairs_train) < 2:
+        raise ConfigError(
+            f"{st.path} has {len(pairs_test)} test and {len(pairs_train)} training sources seen "
+            f"by both {a} and {b} under the run's split; evaluation needs at least 2 of each"
+        )
+    stage(f"{len(pairs_test)} test pairs {a}/{b}, {len(pairs_train)} probe-training pairs")
+    results: dict[str, Any] = {
+        "run": str(run.path),
+        "store": str(st.path),
+        "model": {
+            "class": type(model).__name__,
+            "preset": (run.config.get("train") or {}).get("preset"),
+            "fm_weight": model.fm_weight,
+            "hybrid_weight": model.hybrid_weight,
+        },
+        "steps": _steps(run.path),
+        "surveys": [a, b],
+        "n_test_pairs": len(pairs_test),
+        "n_probe_pairs": len(pairs_train),
+        "chance_top1": 1 / len(pairs_test),
+        "chance_recall@10": min(1.0, 10 / len(pairs_test)),
+        "settings": {
+            "n_test": n_test,
+            "n_probe": n_probe,
+            "cf_sources": cf_sources,
+            "n_samples": n_samples,
+            "nfe": nfe,
+            "splits": asdict(run.splits),
+        },
+    }
+
+    t = time.perf_counter()
+    stage("classical anchor: PSF-matched χ² pixel matching")
+    results["classical_psf_matched"] = psf_matched_anchor(st, pairs_test)
+    timings["classical_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stage("retrieval and probes from both latents (physics, instrument)")
+    results.update(evaluate_latents(model, st, pairs_train, pairs_test, True, (a, b), probe))
+    timings["latents_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stage("the same for a randomly initialised encoder of the same architecture")
+    torch.manual_seed(0)
+    random_model = type(model)(**copy.deepcopy(model.config)).eval()
+    results["random_encoder"] = evaluate_latents(
+        random_model, st, pairs_train, pairs_test, True, (a, b), probe
+    )
+    timings["random_encoder_s"] = time.perf_counter() - t
+
+    examples = GalaxyExamples(views={})
+    if model.fm_weight <= 0:
+        results["counterfactual"] = None
+        results["counterfactual_skipped"] = (
+            f"the model trained no decoder (fm_weight {model.fm_weight}): no counterfactuals"
+        )
+    elif cf_sources == 0:
+        results["counterfactual"] = None
+        results["counterfactual_skipped"] = "cf_sources is 0"
+    else:
+        t = time.perf_counter()
+        results["counterfactual"] = {}
+        for col, to in ((0, a), (1, b)):
+            src = st.source_id[pairs_test[:cf_sources, col]]
+            stage(f"counterfactual {to} views of {len(src)} test galaxies ({n_samples} samples)")
+            q, res = counterfactual_with_views(
+                model, st, src, to, n_samples=n_samples, nfe=nfe, progress=progress
+            )
+            results["counterfactual"][to] = q
+            examples.views[to] = _first(res, grid_sources)
+        timings["counterfactual_s"] = time.perf_counter() - t
+    results["timings"] = {k: round(v, 2) for k, v in timings.items()}
+
+    if write:
+        from whatsreal.report.galaxies import write_galaxy_report
+
+        stage("report")
+        report = write_galaxy_report(run.path / "report.html", results, st, model, examples)
+        atomic_write_json(run.path / "results.json", results)
+        results["report"] = str(report)
+        stage(f"done: results in {run.path / 'results.json'}; open {report}")
+    return results
+
+
+def _first(res: Any, n: int) -> Any:
+    """The first ``n`` sources of a CounterfactualResult that have a real target view."""
+    keep = np.flatnonzero(res.target_row >= 0)[:n]
+    return replace(
+        res,
+        source_id=res.source_id[keep],
+        samples=res.samples[keep],
+        mean=res.mean[keep],
+        std=res.std[keep],
+        physics_rows=res.physics_rows[keep],
+        instrument_rows=res.instrument_rows[keep],
+        target_row=res.target_row[keep],
+    )
+
+
+def _steps(run_dir: Path) -> int | None:
+    """Optimizer steps the run logged."""
+    from whatsreal.train.counterfactual import logged_steps
+
+    return logged_steps(run_dir)
+
+
+__all__ = ["GalaxyRun", "evaluate_galaxy_run", "load_galaxy_run"]
