@@ -1,0 +1,179 @@
+"""`whatsreal evaluate --run DIR` on a tiny simulated galaxy store and a tiny trained run:
+results.json and report.html, the errors for runs it cannot evaluate, and a run without a
+decoder."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from whatsreal.cli.main import main
+from whatsreal.pairing import build_pairing
+from whatsreal.store import ObservationStore
+
+FAST = ["--n-probe", "60", "--cf-sources", "4", "--n-samples", "3", "--nfe", "4"]
+
+
+@pytest.fixture(scope="module")
+def galaxy_run(tmp_path_factory):
+    """120 simulated galaxies seen by hsc and legacy, and a 4-step tiny hybrid run on them."""
+    import torch
+
+    from whatsreal.simulate.galaxies import simulate_galaxies
+    from whatsreal.train.counterfactual import CounterfactualTrainConfig, fit_counterfactual
+
+    root = tmp_path_factory.mktemp("evalgal")
+    store = simulate_galaxies(
+        root / "gal.store", n=120, surveys=("hsc", "legacy"), seed=3, workers=1, progress=False
+    )
+    build_pairing(ObservationStore(store))
+    cfg = CounterfactualTrainConfig(
+        preset="tiny",
+        batch_size=8,
+        max_steps=4,
+        val_every=4,
+        val_batches=1,
+        ckpt_every=4,
+        progress=False,
+        val=0.1,
+        test=0.3,
+        lr=1e-3,
+        model_overrides={"hybrid_weight": 1.0},
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fit_counterfactual(store, root / "run", cfg, resume=False)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "run", store
+
+
+def _finite(d, path=""):
+    """Every number in a nested dict/list, with its key path."""
+    if isinstance(d, dict):
+        for k, v in d.items():
+            yield from _finite(v, f"{path}.{k}")
+    elif isinstance(d, list):
+        for i, v in enumerate(d):
+            yield from _finite(v, f"{path}[{i}]")
+    elif isinstance(d, int | float) and not isinstance(d, bool):
+        yield path, d
+
+
+@pytest.mark.slow
+def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
+    run, _ = galaxy_run
+    assert main(["evaluate", "--run", str(run), *FAST, "--probe-steps", "10"]) == 0
+    out = capsys.readouterr().out
+    assert f"report -> {run / 'report.html'}" in out and "top-1" in out
+    r = json.loads((run / "results.json").read_text())
+    for key in (
+        "retrieval",
+        "retrieval_instrument_space",
+        "probe_r2",
+        "leakage_instrument_into_physics",
+        "leakage_instrument_into_physics_hsc_only",
+        "leakage_instrument_into_physics_legacy_only",
+        "leakage_physics_into_instrument",
+        "classical_psf_matched",
+        "random_encoder",
+        "counterfactual",
+    ):
+        assert key in r, key
+    assert r["surveys"] == ["hsc", "legacy"] and r["n_test_pairs"] >= 10
+    assert r["steps"] == 4
+    for name in ("physics", "instrument", "physics_hsc_only", "instrument_legacy_only"):
+        assert {"mag_i", "r_half", "psf_fwhm", "depth"} <= set(r["probe_r2"][name])
+    ranked = [r["retrieval"], r["random_encoder"]["retrieval"], r["classical_psf_matched"]]
+    for ret in ranked:
+        for k in ("top1", "recall@10", "a_to_b_recall@1", "b_to_a_recall@1"):
+            assert 0.0 <= ret[k] <= 1.0
+        assert ret["recall@10"] >= ret["top1"]
+    assert r["chance_top1"] == pytest.approx(1 / r["n_test_pairs"])
+    for name, probes in r["probe_r2"].items():
+        assert all(v <= 1.0 for v in probes.values()), name
+    assert set(r["counterfactual"]) == {"hsc", "legacy"}
+    for q in r["counterfactual"].values():
+        assert q["n"] == 4 and q["n_samples"] == 3
+        assert q["mse_mean_over_floor"] > 0 and q["noise_floor"] > 0 and q["z_std"] > 0
+        assert q["mse_samples_over_floor"] >= q["mse_mean_over_floor"] * 0.5
+    bad = [p for p, v in _finite(r) if not math.isfinite(v)]
+    assert not bad, bad
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 4  # two grids, calibration, probes
+    for text in ("physics view", "instrument views", "posterior mean", "Probes within each"):
+        assert text in page
+    assert f"{r['retrieval']['top1']:.3f}" in page  # the numbers are the JSON's
+    assert not list(run.glob(".*.tmp"))  # atomic writes left no temporary file
+
+
+def test_bad_run_folders_get_errors_that_name_the_problem(galaxy_run, tmp_path, capsys):
+    run, store = galaxy_run
+
+    def fails(folder, *text):
+        assert main(["evaluate", "--run", str(folder), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        for t in text:
+            assert t in err, err
+
+    fails(tmp_path / "nowhere", "does not exist")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fails(empty, "config.yaml", "is missing")
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    no_model = tmp_path / "no_model"
+    no_model.mkdir()
+    (no_model / "config.yaml").write_text(yaml.safe_dump(cfg))
+    fails(no_model, "config.json", "model")
+
+    moved = tmp_path / "moved"
+    shutil.copytree(run / "model", moved / "model")
+    (moved / "config.yaml").write_text(yaml.safe_dump({**cfg, "store": "gone/gal.store"}))
+    fails(moved, "'store'", "gone/gal.store", "--store")
+    no_key = tmp_path / "no_key"
+    shutil.copytree(run / "model", no_key / "model")
+    (no_key / "config.yaml").write_text(
+        yaml.safe_dump({k: v for k, v in cfg.items() if k != "store"})
+    )
+    fails(no_key, "no 'store' key")
+
+    lc = tmp_path / "lc"
+    lc.mkdir()
+    (lc / "config.yaml").write_text(yaml.safe_dump({"model": "contrastive", "store": str(store)}))
+    fails(lc, "light-curve", "supports galaxy runs")
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "config.yaml").write_text(yaml.safe_dump({"preset": "tiny", "sim_preset": "tiny"}))
+    fails(demo, "whatsreal demo")
+
+    from whatsreal.pipelines.galaxies import load_galaxy_run
+
+    assert load_galaxy_run(moved, store=store).store.n_obs == 240  # --store finds a moved store
+
+
+def test_a_run_without_a_decoder_gets_no_counterfactuals(galaxy_run, tmp_path, one_thread):
+    from whatsreal.evaluate.probes import ProbeSettings
+    from whatsreal.models.counterfactual import build_counterfactual_model
+    from whatsreal.pipelines.galaxies import evaluate_galaxy_run
+
+    run, _ = galaxy_run
+    enc = tmp_path / "encoders_only"
+    enc.mkdir()
+    shutil.copy(run / "config.yaml", enc / "config.yaml")
+    build_counterfactual_model(
+        "tiny", "image", 4, 48, fm_weight=0.0, hybrid_weight=1.0
+    ).save_pretrained(enc / "model")
+    r = evaluate_galaxy_run(
+        enc, n_probe=40, n_test=20, probe=ProbeSettings(steps=5), progress=False
+    )
+    assert r["counterfactual"] is None and "fm_weight 0" in r["counterfactual_skipped"]
+    assert r["n_test_pairs"] == 20 and np.isfinite(r["retrieval"]["top1"])
+    page = (enc / "report.html").read_text()
+    assert "No counterfactuals" in page and page.count("data:image/png;base64,") == 1
