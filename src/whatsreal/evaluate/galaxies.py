@@ -4,7 +4,7 @@ PSF-matched pixel-matching anchor."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -239,10 +239,12 @@ def evaluate_latents(
     with_probes: bool = True,
     surveys: tuple[str, str] = ("hsc", "legacy"),
     settings: ProbeSettings | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Cross-survey retrieval in both latent spaces and probe R² of every truth parameter
     from each latent, pooled and within each survey (``surveys`` names the pair columns),
-    with the leakage either way."""
+    with the leakage either way. ``log`` is told before each probe (they take the time)."""
+    log = log or (lambda _text: None)
     z = embed_pairs(model, store, pairs_test)
     out: dict = {"retrieval": retrieval(*z["physics"])}
     out["retrieval_instrument_space"] = retrieval(*z["instrument"])
@@ -254,11 +256,13 @@ def evaluate_latents(
     n_tr, n_te = len(pairs_train), len(pairs_test)
     probes = {}
     for latent in z:
+        log(f"probes from the {latent} latent, pooled over {' and '.join(surveys)}")
         probes[latent] = probe_r2(
             np.concatenate(zt[latent]), y_tr, np.concatenate(z[latent]), y_te, settings
         )
         # Within one survey: leakage that is not just "which survey".
         for col, name in enumerate(surveys):
+            log(f"probes from the {latent} latent, within {name}")
             tr, te = slice(col * n_tr, (col + 1) * n_tr), slice(col * n_te, (col + 1) * n_te)
             probes[f"{latent}_{name}_only"] = probe_r2(
                 zt[latent][col],

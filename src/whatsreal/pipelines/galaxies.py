@@ -113,7 +113,10 @@ def load_galaxy_run(run_dir: str | Path, store: str | Path | None = None) -> Gal
         _store_path(run_dir, config_file, cfg.get("store")) if store is None else store
     )
     if obs.modality != "image":
-        raise ConfigError(f"{obs.path} holds {obs.modality} data, not images. {SUPPORTED}")
+        raise ConfigError(
+            f"{obs.path} holds {obs.modality} data (light curves), not images; light-curve "
+            f"runs are evaluated by `whatsreal demo` only. {SUPPORTED}"
+        )
     model = load_pretrained(model_dir)
     if not isinstance(model, CounterfactualModel):
         raise ConfigError(f"{model_dir} holds a {type(model).__name__}. {SUPPORTED}")
@@ -201,7 +204,9 @@ def evaluate_galaxy_run(
 
     t = time.perf_counter()
     stage("retrieval and probes from both latents (physics, instrument)")
-    results.update(evaluate_latents(model, st, pairs_train, pairs_test, True, (a, b), probe))
+    results.update(
+        evaluate_latents(model, st, pairs_train, pairs_test, True, (a, b), probe, _indent(stage))
+    )
     timings["latents_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -209,7 +214,7 @@ def evaluate_galaxy_run(
     torch.manual_seed(0)
     random_model = type(model)(**copy.deepcopy(model.config)).eval()
     results["random_encoder"] = evaluate_latents(
-        random_model, st, pairs_train, pairs_test, True, (a, b), probe
+        random_model, st, pairs_train, pairs_test, True, (a, b), probe, _indent(stage)
     )
     timings["random_encoder_s"] = time.perf_counter() - t
 
@@ -245,6 +250,11 @@ def evaluate_galaxy_run(
         results["report"] = str(report)
         stage(f"done: results in {run.path / 'results.json'}; open {report}")
     return results
+
+
+def _indent(stage: Stages):
+    """A sub-stage line printer."""
+    return lambda text: stage(f"  {text}")
 
 
 def _first(res: Any, n: int) -> Any:
