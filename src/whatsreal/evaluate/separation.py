@@ -65,12 +65,12 @@ __all__ = [
 ]
 
 BANDS = ("g", "r", "i", "z")
-# Per-band conditions as seed 000 Table 4 lists them (PSF size and depth in every band);
-# the others in i. sky_sigma and n_exp enter as logs: they act multiplicatively.
+# Per-band conditions as seed 000 Table 4 lists them (PSF size and depth in every band), and
+# the sky noise in every band (the condition an image shows most directly); the others in i. sky_sigma and n_exp enter as logs: they act multiplicatively.
 CONDITION_PARAMS = (
     *(f"psf_fwhm_{b}" for b in BANDS),
     *(f"depth_{b}" for b in BANDS),
-    "sky_sigma_i",
+    *(f"sky_sigma_{b}" for b in BANDS),
     "n_exp_i",
     "psf_e1_i",
     "psf_e2_i",
