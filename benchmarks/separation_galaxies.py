@@ -33,6 +33,7 @@ from whatsreal.train.counterfactual import (
     build_for_store,
     fit_for_steps,
     fit_within_minutes,
+    logged_steps,
 )
 from whatsreal.utils import atomic_write_json, machine_info
 
@@ -114,6 +115,8 @@ def main() -> None:
             entry["training"] = info
             entry["minutes"] = minutes
             print(f"[{v}] {info}", flush=True)
+        if args.skip_train and "training" not in entry:  # trained by a --train-only run
+            entry["training"] = {"max_steps": over.get("steps"), "steps_trained": logged_steps(out)}
         results["variants"][v] = entry
         models[v] = load_pretrained(out / "model")
         atomic_write_json(result_path, results)
