@@ -19,7 +19,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from whatsreal.evaluate.galaxies import (
@@ -29,6 +28,7 @@ from whatsreal.evaluate.galaxies import (
     psf_matched_anchor,
 )
 from whatsreal.models.base import load_pretrained
+from whatsreal.report.galaxies import zscore_axes
 from whatsreal.store import ObservationStore
 from whatsreal.train.counterfactual import (
     CounterfactualTrainConfig,
@@ -270,13 +270,13 @@ def _figure(results: dict, path: Path) -> None:
     )
     ax.legend(fontsize=8)
     ax = axes[1]
-    for name, r in results["variants"].items():
-        for to, q in r.get("counterfactual", {}).items():
-            e = np.array(q["z_edges"])
-            ax.step(0.5 * (e[1:] + e[:-1]), q["z_hist"], where="mid", label=f"{name} → {to}")
-    x = np.linspace(-5, 5, 200)
-    ax.plot(x, np.exp(-(x**2) / 2) / np.sqrt(2 * np.pi), "k--", label="N(0,1)")
-    ax.set(xlabel="pixel z-score", title="calibration")
+    curves = [
+        (f"{name} → {to}", q)
+        for name, r in results["variants"].items()
+        for to, q in r.get("counterfactual", {}).items()
+    ]
+    zscore_axes(ax, curves)
+    ax.set(title="calibration")
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

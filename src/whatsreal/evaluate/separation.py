@@ -66,7 +66,8 @@ __all__ = [
 
 BANDS = ("g", "r", "i", "z")
 # Per-band conditions as seed 000 Table 4 lists them (PSF size and depth in every band), and
-# the sky noise in every band (the condition an image shows most directly); the others in i. sky_sigma and n_exp enter as logs: they act multiplicatively.
+# the sky noise in every band (the condition an image shows most directly); the others in i.
+# sky_sigma and n_exp enter as logs: they act multiplicatively.
 CONDITION_PARAMS = (
     *(f"psf_fwhm_{b}" for b in BANDS),
     *(f"depth_{b}" for b in BANDS),

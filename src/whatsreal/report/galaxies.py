@@ -253,15 +253,22 @@ def calibration_figure(cf: Mapping[str, Mapping[str, Any]]):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for to, q in cf.items():
-        e = np.asarray(q["z_edges"])
-        ax.step(0.5 * (e[1:] + e[:-1]), q["z_hist"], where="mid", label=f"→ {to}")
-    x = np.linspace(-5, 5, 200)
-    ax.plot(x, np.exp(-(x**2) / 2) / np.sqrt(2 * np.pi), "k--", label="N(0,1)")
-    ax.set(xlabel="pixel z-score", ylabel="density")
+    zscore_axes(ax, [(f"→ {to}", q) for to, q in cf.items()])
+    ax.set(ylabel="density")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def zscore_axes(ax: Any, curves: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Draw each (label, counterfactual metrics) pixel z-score histogram on ``ax`` with the
+    N(0, 1) it should follow if the posterior is calibrated."""
+    for label, q in curves:
+        e = np.asarray(q["z_edges"])
+        ax.step(0.5 * (e[1:] + e[:-1]), q["z_hist"], where="mid", label=label)
+    x = np.linspace(-5, 5, 200)
+    ax.plot(x, np.exp(-(x**2) / 2) / np.sqrt(2 * np.pi), "k--", label="N(0,1)")
+    ax.set(xlabel="pixel z-score")
 
 
 def probe_bar_figure(probes: Mapping[str, Mapping[str, float]], surveys: Sequence[str]):
