@@ -680,6 +680,10 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "sky_batches": ("Sky-clustered batches: instrument views encoded", sky_batches),
     "sampler": ("Counterfactual samplers: accuracy against NFE", sampler),
     "train_throughput": ("Counterfactual training throughput", train_throughput),
+    "train_throughput_levers": (
+        "Counterfactual training: the cost of the levers (cpu preset, tuned step)",
+        train_throughput,
+    ),
     "lightcurves_counterfactual": (
         "Light curves: counterfactual model beside the contrastive track",
         lightcurves_counterfactual,

@@ -5,6 +5,7 @@ instrument views: ``paper`` and ``cpu`` presets, plain eager fp32 against the tu
 
     python benchmarks/train_throughput.py
     python benchmarks/train_throughput.py --presets cpu --no-compile
+    python benchmarks/train_throughput.py --levers-only   # the levers' cost, to *_levers.json
 """
 
 from __future__ import annotations
@@ -21,6 +22,17 @@ from whatsreal.models.counterfactual import build_counterfactual_model
 from whatsreal.utils import atomic_write_json, machine_info
 
 HERE = Path(__file__).parent
+# cpu-preset levers, each timed against the tuned cpu step (a ratio within one run)
+ENCODERS_ONLY = {"hybrid_weight": 3.0, "fm_weight": 0.0}
+PER_BAND = {"instrument_per_band": True, "instrument_width": 0.5}
+LEVERS = (
+    {"hybrid_weight": 1.0},
+    {"n_draws": 4},
+    {"type_embedding": True},
+    {"hybrid_weight": 3.0, **PER_BAND},
+    ENCODERS_ONLY,
+    {**ENCODERS_ONLY, **PER_BAND},
+)
 SETTINGS = {
     "paper": {"batch": 8, "warmup": 1, "steps": 3},
     "cpu": {"batch": 32, "warmup": 2, "steps": 6},
@@ -81,9 +93,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="cpu,paper")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument(
+        "--levers-only",
+        action="store_true",
+        help="only the cpu tuned step and its levers, to results/train_throughput_levers.json",
+    )
     args = ap.parse_args()
-    rows = []
+    rows: list[dict] = []
+    ratios: dict[str, float] = {}
+    if args.levers_only:
+        args.presets, args.no_compile = "cpu", True
     for preset in args.presets.split(","):
+        if args.levers_only:
+            rows.append(measure(preset, "tuned"))
+            print(rows[-1])
+            continue
         modes = ["eager", "tuned"] + ([] if args.no_compile or preset == "paper" else ["compiled"])
         for mode in modes:
             try:
@@ -92,10 +116,16 @@ def main() -> None:
                 rows.append({"preset": preset, "mode": mode, "error": repr(exc)[:300]})
             print(rows[-1])
     if "cpu" in args.presets.split(","):
-        for lever in ({"hybrid_weight": 1.0}, {"n_draws": 4}, {"type_embedding": True}):
+        for lever in LEVERS:
             rows.append({**measure("cpu", "tuned", **lever), "lever": True})
             print(rows[-1])
-    ratios = {}
+        base = next(r for r in rows if r["preset"] == "cpu" and r["mode"] == "tuned")
+        for r in rows:
+            if r.get("lever") and "samples_per_s" in r:
+                name = ",".join(f"{k}={v}" for k, v in r["overrides"].items())
+                ratios[f"cpu/tuned[{name}]_vs_tuned"] = round(
+                    r["samples_per_s"] / base["samples_per_s"], 2
+                )
     for preset in args.presets.split(","):
         by = {r["mode"]: r for r in rows if r["preset"] == preset and not r.get("lever")}
         base = by.get("eager", {}).get("samples_per_s")
@@ -117,7 +147,8 @@ def main() -> None:
         "rows": rows,
         "ratios": ratios,
     }
-    atomic_write_json(HERE / "results" / "train_throughput.json", result)
+    name = "train_throughput_levers" if args.levers_only else "train_throughput"
+    atomic_write_json(HERE / "results" / f"{name}.json", result)
     print(ratios)
 
 
