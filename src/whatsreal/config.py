@@ -111,6 +111,15 @@ def check_keys(mapping: Mapping[str, Any], valid: Iterable[str], where: str = ""
             raise unknown_key_error(key, valid, where)
 
 
+def check_fields(cls: type, mapping: Mapping[str, Any]) -> None:
+    """Raise a ConfigError listing the keys of ``mapping`` that are not fields of dataclass
+    ``cls`` (the ``from_dict`` of a saved spec: a typo must not pass silently)."""
+    known = {f.name for f in fields(cls)}
+    extra = sorted(set(mapping) - known)
+    if extra:
+        raise ConfigError(f"unknown {cls.__name__} key(s) {extra}; known: {sorted(known)}")
+
+
 def build_dataclass(cls: type[T], mapping: Mapping[str, Any] | T, where: str = "") -> T:
     """Build config dataclass ``cls`` from a (YAML or CLI) mapping: unknown keys are errors
     that suggest the closest field, and each value is converted to its field's type and

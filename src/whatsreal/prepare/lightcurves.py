@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from whatsreal.config import check_fields
 from whatsreal.errors import ConfigError, InputLayoutError
 from whatsreal.prepare.fitsio import fits_read_errors
 
@@ -91,10 +92,7 @@ class LightCurveGrid:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LightCurveGrid:
         """Inverse of :meth:`to_dict`; unknown keys raise."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ConfigError(f"unknown LightCurveGrid key(s) {extra}; known: {sorted(known)}")
+        check_fields(cls, d)
         return cls(**d)
 
 

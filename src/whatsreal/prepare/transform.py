@@ -60,7 +60,6 @@ resolution. Native pixels outside the window are not recoverable and come back a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from typing import Any
 
 import numpy as np
 
+from whatsreal.config import check_fields
 from whatsreal.errors import ConfigError, InputLayoutError
 from whatsreal.prepare.bands import canonical_bands
 from whatsreal.utils import atomic_write_json
@@ -126,10 +126,7 @@ class SurveySpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SurveySpec:
         """Inverse of :meth:`to_dict`; unknown keys raise."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ConfigError(f"unknown SurveySpec key(s) {extra}; known: {sorted(known)}")
+        check_fields(cls, d)
         d = dict(d)
         if d.get("clamp") is not None:
             d["clamp"] = {str(k): float(v) for k, v in d["clamp"].items()}
@@ -293,10 +290,7 @@ class Seed000Transform:
                 f"transform {name!r} version {version} is not {TRANSFORM_NAME!r} <= "
                 f"{TRANSFORM_VERSION}; it was written by another (newer?) whatsreal"
             )
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ConfigError(f"unknown Seed000Transform key(s) {extra}; known: {sorted(known)}")
+        check_fields(cls, d)
         if "bands" in d:
             d["bands"] = tuple(d["bands"])
         if d.get("standardize") is not None:

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from whatsreal.config import check_fields
 from whatsreal.errors import ConfigError
 
 __all__ = [
@@ -174,12 +175,7 @@ class LightCurveSimConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LightCurveSimConfig:
         """Build from a dict, rejecting unknown keys so config-file typos do not pass silently."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown LightCurveSimConfig keys {unknown}; known keys are {sorted(known)}"
-            )
+        check_fields(cls, values)
         return cls(**values)
 
 

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from whatsreal.config import check_fields
 from whatsreal.errors import ConfigError, StoreFormatError
 
 __all__ = ["CompactSpec", "compact_spec", "filter_kwargs", "pack", "register_filters", "unpack"]
@@ -103,10 +104,7 @@ class CompactSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CompactSpec:
         """Inverse of :meth:`to_dict`; unknown keys raise."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ConfigError(f"unknown CompactSpec key(s) {extra}; known: {sorted(known)}")
+        check_fields(cls, d)
         return cls(**dict(d))
 
 
