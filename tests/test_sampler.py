@@ -226,3 +226,47 @@ def test_source_batch_sampler_positives_and_ddp(tmp_path):
     assert len(set(flat)) == len(flat), "ranks must not share batches"
     item = ds.__getitems__(batches[0][:2])
     assert item[0]["x"].shape == (1, 3)
+
+
+def test_footprint_hides_one_surveys_rows_outside_its_strip(tmp_path):
+    """Partial overlap emulated on a full-overlap store (issue 12, item 5): the hidden rows
+    are in no slot, their partners are skipped as anchors and kept as context."""
+    from tests.conftest import write_image_store
+    from whatsreal.sampling import footprint_rows
+    from whatsreal.train.counterfactual import CounterfactualTrainConfig
+
+    store = ObservationStore(write_image_store(tmp_path / "f.store", n_sources=200))
+    build_pairing(store)
+    store = ObservationStore(store.path)
+    vis = footprint_rows(store, "hsc", 0.25)
+    hsc = store.instrument == store.instrument_code("hsc")
+    dec = np.asarray(store.table["dec"])
+    assert vis[~hsc].all()  # every legacy row stays
+    assert abs(vis[hsc].mean() - 0.25) < 0.01
+    assert dec[hsc & vis].max() < dec[hsc & ~vis].min()  # one contiguous strip
+    assert footprint_rows(store, "hsc", 1.0).all()
+
+    full = ViewDataset(store, "train", n_instrument=3, splits=SplitSpec(0.1, 0.1))
+    part = ViewDataset(store, "train", n_instrument=3, splits=SplitSpec(0.1, 0.1), visible=vis)
+    both = set(store.source_id[hsc & vis]) & set(store.source_id[~hsc])
+    train_sources = set(full.index.sources[full.anchor_sources])
+    assert set(part.index.sources[part.anchor_sources]) == both & train_sources
+    assert part.n_skipped == len(train_sources - both)
+    legacy_context = 0
+    for i in range(len(part)):
+        d = part.draw(i)
+        rows = np.concatenate([[d["anchor_row"]], d["physics_rows"], d["instrument_rows"]])
+        rows = rows[rows >= 0]
+        assert vis[rows].all(), "a hidden row reached a slot"
+        inst = d["instrument_rows"][d["instrument_rows"] >= 0]
+        legacy_context += int(np.isin(store.source_id[inst], list(both), invert=True).sum())
+    assert legacy_context > 0  # single-survey sources still serve as instrument context
+
+    with pytest.raises(KeyError, match="footprint instrument 'des' is not in"):
+        footprint_rows(store, "des", 0.2)
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
+        footprint_rows(store, "hsc", 0.0)
+    with pytest.raises(ValueError, match="visible must be a boolean per store row"):
+        ViewDataset(store, "train", visible=vis[:-1])
+    with pytest.raises(ConfigError, match="footprint_fraction"):
+        CounterfactualTrainConfig(footprint_fraction=1.5)

@@ -9,6 +9,7 @@ from whatsreal.sampling.views import (
     StepIndexedViews,
     ViewDataset,
     collate_views,
+    footprint_rows,
     sky_context_rows,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "ViewDataset",
     "assign_split",
     "collate_views",
+    "footprint_rows",
     "sky_context_rows",
 ]

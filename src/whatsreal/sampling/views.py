@@ -42,21 +42,26 @@ class SplitSpec:
 class _SourceIndex:
     """CSR grouping of store rows by source, plus each row's split."""
 
-    def __init__(self, store: ObservationStore, split: SplitSpec) -> None:
+    def __init__(
+        self, store: ObservationStore, split: SplitSpec, visible: np.ndarray | None = None
+    ) -> None:
         sid = store.source_id
         self.inst = store.instrument
         order = np.argsort(sid, kind="stable")
+        if visible is not None:  # invisible rows: in no source's group, in no split
+            order = order[visible[order]]
         self.sources, starts, counts = np.unique(sid[order], return_index=True, return_counts=True)
         self.rows = order
-        self.ptr = np.concatenate([starts, [sid.size]]).astype(np.int64)
+        self.ptr = np.concatenate([starts, [order.size]]).astype(np.int64)
         self.counts = counts
         self.source_split = assign_split(self.sources, split.val, split.test, split.seed)
-        # position of each row's source in self.sources
-        self.row_source = np.empty(sid.size, dtype=np.int64)
+        # position of each row's source in self.sources (-1: an invisible row)
+        self.row_source = np.full(sid.size, -1, dtype=np.int64)
         self.row_source[order] = np.repeat(np.arange(self.sources.size), counts)
-        self.row_split = self.source_split[self.row_source]
+        self.row_split = np.full(sid.size, -1, dtype=np.int64)
+        self.row_split[order] = self.source_split[self.row_source[order]]
         # Number of distinct instruments per source, vectorised over the CSR layout.
-        pairs = np.unique(np.stack([self.row_source, self.inst]), axis=1)
+        pairs = np.unique(np.stack([self.row_source[order], self.inst[order]]), axis=1)
         self.n_instruments = np.bincount(pairs[0], minlength=self.sources.size)
 
     def rows_of(self, pos: int) -> np.ndarray:
@@ -108,6 +113,32 @@ def sky_context_rows(
     return out
 
 
+def footprint_rows(store: ObservationStore, instrument: str, fraction: float) -> np.ndarray:
+    """Rows a partial-overlap run may see (a boolean per store row): every row of the other
+    instruments, and the rows of ``instrument`` in the southern declination strip that
+    holds ``fraction`` of them.
+
+    It emulates a survey that covers part of another's sky (HSC's ~1,100 deg² inside
+    Legacy's ~20,000) on a full-overlap store, so that a partial-overlap run and a full one
+    train on the same images and are tested on the same galaxies. A store that really has
+    single-survey sources needs none of this: they are skipped as anchors and kept as
+    instrument context, as here.
+    """
+    names = list(store.instruments)
+    if instrument not in names:
+        raise KeyError(f"footprint instrument {instrument!r} is not in {store.path}: {names}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"footprint fraction must be in (0, 1]; got {fraction}")
+    if not store.has_positions:
+        raise StoreValidationError(
+            f"{store.path} has no ra/dec columns: a sky footprint needs positions"
+        )
+    mine = store.instrument == store.instrument_code(instrument)
+    dec = np.asarray(store.table["dec"], dtype=np.float64)
+    limit = np.quantile(dec[mine], fraction) if fraction < 1 else np.inf
+    return ~mine | (dec <= limit)
+
+
 class ViewDataset(Dataset):
     """Anchors of one split with up to ``n_physics`` physics and ``n_instrument`` instrument
     views each. One item per source that has a partner (an observation by another
@@ -118,6 +149,9 @@ class ViewDataset(Dataset):
     Training anchors only ever see training sources in any slot; validation and test
     anchors may take instrument views from training sources too (context known at
     inference), never from the other held-out split.
+
+    ``visible`` (a boolean per store row, e.g. :func:`footprint_rows`) hides the other rows
+    from every slot, as if the store did not hold them.
     """
 
     def __init__(
@@ -130,8 +164,16 @@ class ViewDataset(Dataset):
         splits: SplitSpec = SplitSpec(),
         arrays: Sequence[str] = ("flux",),
         seed: int = 0,
+        visible: np.ndarray | None = None,
     ) -> None:
         self.store = _open(store)
+        if visible is not None:
+            visible = np.asarray(visible)
+            if visible.dtype != bool or visible.shape != (self.store.n_obs,):
+                raise ValueError(
+                    f"visible must be a boolean per store row, shape ({self.store.n_obs},); "
+                    f"got {visible.dtype} {visible.shape}"
+                )
         if n_physics < 1:
             raise ValueError(
                 f"n_physics must be >= 1 (the physics encoder needs a view); got {n_physics}"
@@ -158,7 +200,7 @@ class ViewDataset(Dataset):
         self.n_physics, self.n_instrument = n_physics, n_instrument
         self.arrays = tuple(arrays)
         self.seed, self.epoch = int(seed), 0
-        self.index = _SourceIndex(self.store, splits)
+        self.index = _SourceIndex(self.store, splits, visible)
         idx = self.index
         in_split = idx.source_split == self.split_index
         has_partner = idx.n_instruments >= 2

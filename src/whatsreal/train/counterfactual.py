@@ -39,6 +39,7 @@ from whatsreal.sampling import (
     StepIndexedViews,
     ViewDataset,
     collate_views,
+    footprint_rows,
 )
 from whatsreal.store import ObservationStore
 from whatsreal.train.contrastive import resolve_precision
@@ -82,6 +83,10 @@ class CounterfactualTrainConfig:
     instrument_views: Literal["auto", "sky", "pool"] = "auto"
     batching: Literal["random", "sky"] = "random"  # sky: batches of neighbours sharing views
     init_from: str | None = None  # a saved model whose encoders (and heads) start this run
+    # partial overlap, emulated on a full-overlap store (sampling.footprint_rows): this
+    # instrument's rows outside the Dec strip holding footprint_fraction of them are hidden
+    footprint_instrument: str | None = None
+    footprint_fraction: float = 1.0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     val: float = 0.05
@@ -124,11 +129,13 @@ class CounterfactualTrainConfig:
         "ckpt_every": ">= 1",
         "snapshot_minutes": "> 0",
         "log_every": ">= 1",
+        "footprint_fraction": "> 0 and <= 1",
     }
     # What a checkpoint depends on: a resume that changes any of these is refused.
     resume_fixed: ClassVar[tuple[str, ...]] = (
         *("preset", "modality", "model_overrides"),
         *("val", "test", "split_seed"),
+        *("footprint_instrument", "footprint_fraction"),
     )
 
     def __post_init__(self) -> None:
@@ -243,6 +250,13 @@ def _fused_ok() -> bool:
     return True
 
 
+def visible_rows(store: ObservationStore, cfg: CounterfactualTrainConfig) -> np.ndarray | None:
+    """The store rows a run trains on: all, or those of its emulated partial footprint."""
+    if cfg.footprint_instrument is None:
+        return None
+    return footprint_rows(store, cfg.footprint_instrument, cfg.footprint_fraction)
+
+
 class CounterfactualData(L.LightningDataModule):
     """Step-indexed training batches and a fixed validation subset from one store."""
 
@@ -260,6 +274,7 @@ class CounterfactualData(L.LightningDataModule):
             instrument_views=c.instrument_views,
             splits=c.splits,
             seed=c.seed,
+            visible=visible_rows(self.store, c),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -478,7 +493,13 @@ def measure_step_seconds(
     model = build_for_store(store, cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     views = ViewDataset(
-        store, "train", cfg.n_physics, cfg.n_instrument, cfg.instrument_views, cfg.splits
+        store,
+        "train",
+        cfg.n_physics,
+        cfg.n_instrument,
+        cfg.instrument_views,
+        cfg.splits,
+        visible=visible_rows(store, cfg),
     )
     items = views.sky_order() if cfg.batching == "sky" else np.arange(len(views))
     times = []
