@@ -247,6 +247,27 @@ def test_per_band_instrument_encoder_applies_one_backbone_to_every_band(one_thre
         ImageTokenEncoder(3, 16, 8, backbone="resnet10t", width=0.0)
 
 
+def test_core_mask_hides_the_stamp_centre_from_the_instrument_encoder(one_thread):
+    from whatsreal.errors import ConfigError
+    from whatsreal.models.counterfactual import ImageTokenEncoder
+
+    torch.manual_seed(0)
+    enc = ImageTokenEncoder(2, 16, 8, backbone="resnet10t", core_radius=4).eval()
+    x = torch.randn(3, 2, 16, 16)
+    y = x.clone()
+    y[..., 6:10, 6:10] += 100.0  # a bright core, well inside the 4-pixel radius
+    assert torch.equal(enc(x), enc(y))  # the core cannot reach the tokens
+    z = x.clone()
+    z[..., 0, 0] += 100.0  # the outskirts still do
+    assert not torch.allclose(enc(x), enc(z))
+    model = build_counterfactual_model("tiny", "image", 2, 16, instrument_core_radius=4)
+    assert model.instrument_encoder.core_radius == 4 and model.physics_encoder.core_radius == 0
+    with pytest.raises(ConfigError, match="core_radius must be in"):
+        ImageTokenEncoder(2, 16, 8, backbone="resnet10t", core_radius=8)
+    with pytest.raises(ConfigError, match="instrument_core_radius applies to images only"):
+        build_counterfactual_model("tiny", "series", 1, 32, instrument_core_radius=4)
+
+
 def test_separation_levers_are_validated():
     from whatsreal.errors import ConfigError
 

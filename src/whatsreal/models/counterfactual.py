@@ -59,6 +59,9 @@ class ImageTokenEncoder(nn.Module):
     feature maps are concatenated before the projection: whatever a band's noise or PSF
     detector learns, it applies to every band (observing conditions are per band).
     ``width`` scales the backbone's channels (timm ResNets): 0.5 costs about a quarter.
+    ``core_radius`` > 0 blanks the disc of that radius (pixels) about the stamp's centre,
+    where the target galaxy's light is, before the backbone sees it (an instrument-encoder
+    option: the latent then cannot read the galaxy's core, only its outskirts and the sky).
     """
 
     def __init__(
@@ -71,10 +74,22 @@ class ImageTokenEncoder(nn.Module):
         highpass: bool = False,
         per_band: bool = False,
         width: float = 1.0,
+        core_radius: float = 0.0,
     ) -> None:
         super().__init__()
         import timm
 
+        if not 0 <= core_radius < size / 2:
+            raise ConfigError(
+                f"core_radius must be in [0, {size / 2}) pixels for {size}x{size} stamps; "
+                f"got {core_radius}"
+            )
+        self.core_radius = float(core_radius)
+        if self.core_radius > 0:
+            yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+            r2 = (yy - (size - 1) / 2) ** 2 + (xx - (size - 1) / 2) ** 2
+            keep = (r2 > self.core_radius**2).float().view(1, 1, size, size)
+            self.register_buffer("core_keep", keep, persistent=False)
         self.highpass = bool(highpass)
         self.per_band = bool(per_band)
         n_bands = in_channels if self.per_band else 1
@@ -118,6 +133,8 @@ class ImageTokenEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> tokens (N, n_tokens, token_dim)."""
         n, c = x.shape[:2]
+        if self.core_radius > 0:
+            x = x * self.core_keep.to(x.dtype)
         if self.per_band:
             x = x.reshape(n * c, 1, *x.shape[2:])
         if self.highpass:
@@ -291,6 +308,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         instrument_highpass: bool = False,
         instrument_per_band: bool = False,
         instrument_width: float = 1.0,
+        instrument_core_radius: float = 0.0,
         instrument_positives: str = "views",
         disentangle_weight: float = 0.0,
         instrument_memory: int = 0,
@@ -341,6 +359,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         for key, on in (
             ("instrument_highpass", instrument_highpass),
             ("instrument_per_band", instrument_per_band),
+            ("instrument_core_radius", instrument_core_radius),
         ):
             if on and modality != "image":
                 raise ConfigError(f"{key} applies to images only (modality 'image')")
@@ -383,6 +402,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                 highpass=instrument_highpass,
                 per_band=instrument_per_band,
                 **({"width": instrument_width} if instrument_width != 1.0 else {}),
+                **({"core_radius": instrument_core_radius} if instrument_core_radius else {}),
                 **enc,
             )
             self.decoder: nn.Module = ImageFlowDecoder(in_channels, size, token_dim, **dec)
