@@ -53,7 +53,8 @@ def main() -> None:
     ap.add_argument(
         "--spread-only",
         action="store_true",
-        help="only measure how the conditions vary within each survey (seconds)",
+        help="only measure how the conditions vary within each survey, and refresh the goals "
+        "(seconds)",
     )
     ap.add_argument(
         "--reuse-shared",
@@ -134,7 +135,8 @@ def main() -> None:
     results["condition_spread"] = {
         name: condition_spread(store, name, k=settings.k_context) for name in settings.surveys
     }
-    if args.spread_only:
+    if args.spread_only:  # and the goals, from the evaluations on file and this config
+        results["goals"] = separation_goals(results)
         atomic_write_json(result_path, results)
         print(json.dumps(results["condition_spread"], indent=1))
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -324,6 +325,18 @@ def test_evaluate_separation_end_to_end(galaxy_store, tmp_path, one_thread):
     goals = separation_goals(results)["m"]
     assert all(isinstance(g["met"], bool) for g in goals.values())
     json.dumps(goals)  # plain types only
+    # a partial-overlap variant is judged against its full-overlap twin (issue 12, item 5)
+    half = copy.deepcopy(m)
+    half["retrieval"]["top1"] = 0.89 * m["retrieval"]["top1"]
+    twins = {
+        "variants": {"m": {"evaluation": m}, "p": {"evaluation": half}},
+        "shared": ev["shared"],
+        "config": {"variants": {"p": {"full_overlap": "m"}}},
+    }
+    partial = separation_goals(twins)
+    key = "top-1 / m's top-1 (full overlap) >= 0.9"
+    assert partial["p"][key]["value"] == pytest.approx(0.89) and not partial["p"][key]["met"]
+    assert key not in partial["m"]
     assert separation_figure(results, tmp_path / "fig.png").stat().st_size > 10_000
     from whatsreal.report.separation import write_separation_report
 

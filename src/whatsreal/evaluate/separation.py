@@ -678,6 +678,15 @@ def separation_goals(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 "goal": f">= {need}",
                 "met": bool(val >= need),
             }
+        full = (results.get("config", {}).get("variants", {}).get(v) or {}).get("full_overlap")
+        full_ev = results["variants"].get(full, {}).get("evaluation") if full else None
+        if full_ev:  # issue 12, item 5: a partial-overlap run against its full-overlap twin
+            ratio = ev["retrieval"]["top1"] / full_ev["retrieval"]["top1"]
+            g[f"top-1 / {full}'s top-1 (full overlap) >= 0.9"] = {
+                "value": ratio,
+                "goal": ">= 0.9",
+                "met": bool(ratio >= 0.9),
+            }
         goals[v] = g
     return goals
 
