@@ -54,15 +54,23 @@ def test_tiny_training_lowers_validation_loss(tmp_path):
 
 def test_demo_tiny_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--preset", "tiny", "--out", str(out)]) == 0
-    text = (out / "report.html").read_text()
+    assert main(["demo", "--track", "lightcurves", "--preset", "tiny", "--out", str(out)]) == 0
+    lc = out / "lightcurves"
+    text = (lc / "report.html").read_text()
     for section in SECTIONS:
         assert f">{section}</h2>" in text, section
     assert text.count("data:image/png;base64,") >= 4  # triplet, few-shot, maps, swaps
     assert "instrument latent (dual)" in text and "single latent (baseline)" in text
     for name in ("results.json", "config.yaml", "figures/few_shot.png"):
-        assert (out / name).exists()
-    assert "star latent R²(θ0)" in capsys.readouterr().out
+        assert (lc / name).exists()
+    # the demo's one report holds the track's page, its sections one level down
+    combined = (out / "report.html").read_text()
+    assert ">Light curves</h2>" in combined and "Galaxies" not in combined
+    for section in SECTIONS:
+        assert f">{section}</h3>" in combined, section
+    assert combined.count("data:image/png;base64,") == text.count("data:image/png;base64,")
+    printed = capsys.readouterr().out
+    assert "star latent R²(θ0)" in printed and f"report: {out / 'report.html'}" in printed
 
 
 def test_simulate_cli_and_bad_preset(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,31 @@ class HtmlReport:
     def write(self, path: str | Path) -> Path:
         """Write the page atomically."""
         return atomic_write_text(path, self.render())
+
+
+def combine_reports(
+    path: str | Path, title: str, intro: str, pages: Sequence[tuple[str, str | Path]]
+) -> Path:
+    """One self-contained page holding several pages that :class:`HtmlReport` wrote, each
+    under its own heading (its headings one level down, its anchors prefixed so that they
+    stay unique), after ``intro``. ``pages``: (heading, path) pairs. Written atomically."""
+    out = Path(path)
+    rep = HtmlReport(title)
+    rep.text(intro, note=True)
+    for heading, page in pages:
+        text = Path(page).read_text(encoding="utf-8")
+        start, end = text.find("<body>"), text.rfind("</body>")
+        if start < 0 or end < 0:
+            raise ValueError(f"{page} is not a page written by HtmlReport (no <body>)")
+        body = re.sub(r"^\s*<h1>.*?</h1>", "", text[start + len("<body>") : end], count=1)
+        slug = "".join(c if c.isalnum() else "-" for c in heading.lower()).strip("-")
+        body = re.sub(r"<(/?)h([1-5])\b", lambda m: f"<{m[1]}h{int(m[2]) + 1}", body)
+        body = body.replace(' id="', f' id="{slug}-')
+        rep.heading(heading)
+        try:
+            link = Path(page).resolve().relative_to(out.resolve().parent)
+        except ValueError:
+            link = Path(page).resolve()
+        rep.text(f"The same as a page of its own: `{link}`.")
+        rep.parts.append(body)
+    return rep.write(out)
