@@ -36,7 +36,7 @@ from whatsreal.pipelines.stages import Stages
 from whatsreal.sampling import SplitSpec
 from whatsreal.store import ObservationStore
 from whatsreal.train.counterfactual import CounterfactualTrainConfig
-from whatsreal.utils import atomic_write_json
+from whatsreal.utils import atomic_write_json, machine_info
 
 SUPPORTED = (
     "`whatsreal evaluate` supports galaxy runs: a `whatsreal train` run of model "
@@ -187,6 +187,7 @@ def evaluate_galaxy_run(
             "hybrid_weight": model.hybrid_weight,
         },
         "steps": _steps(run.path),
+        "machine": machine_info(),
         "surveys": [a, b],
         "n_test_pairs": len(pairs_test),
         "n_probe_pairs": len(pairs_train),
