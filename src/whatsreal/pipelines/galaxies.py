@@ -326,6 +326,7 @@ class GalaxyTrackConfig:
     n_sources: int = 3000
     surveys: tuple[str, ...] = ("hsc", "legacy")
     sim_seed: int = 0
+    compact: bool = True  # the compact store (scaled float16, compressed): ~4x less disk
     train: CounterfactualTrainConfig = field(default_factory=_track_train)
     encoder_steps: int = 100
     decoder_steps: int = 40
@@ -433,6 +434,7 @@ def run_galaxy_track(
         seed=cfg.sim_seed,
         progress=not quiet,
         overwrite=True,
+        compact=cfg.compact,
     )
     stage("pairing: each observation's sky neighbours in its own survey (3 arcmin, K = 5)")
     build_pairing(ObservationStore(store_path))
