@@ -103,10 +103,14 @@ def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
         assert q["n"] == 4 and q["n_samples"] == 3
         assert q["mse_mean_over_floor"] > 0 and q["noise_floor"] > 0 and q["z_std"] > 0
         assert q["mse_samples_over_floor"] >= q["mse_mean_over_floor"] * 0.5
+        sp = q["spectra"]  # seed 000 A.5, per band of the target survey
+        assert list(sp["bands"]) == list("griz") and sp["n_galaxies"] == 4
+        assert len(sp["bands"]["g"]["psd_real"]) == len(sp["frequency"])
     bad = [p for p, v in _finite(r) if not math.isfinite(v)]
     assert not bad, bad
     page = (run / "report.html").read_text()
-    assert page.count("data:image/png;base64,") >= 4  # two grids, calibration, probes
+    assert page.count("data:image/png;base64,") >= 6  # grids, calibration, spectra, probes
+    assert "Spatial structure (seed 000 A.5)" in page
     for text in ("physics view", "instrument views", "posterior mean", "Probes within each"):
         assert text in page
     assert f"{r['retrieval']['top1']:.3f}" in page  # the numbers are the JSON's

@@ -32,6 +32,9 @@ def test_galaxy_demo_tiny_end_to_end(tmp_path, capsys):
     assert "<h1>" in page and page.count("<h1>") == 1  # the track's own title demoted
     printed = capsys.readouterr().out
     assert "retrieval (physics latent" in printed and f"report: {out / 'report.html'}" in printed
+    # the track folder is not itself a training run; the error names the one to evaluate
+    assert main(["evaluate", "--run", str(g), "--quiet"]) == 2
+    assert "evaluate that folder" in capsys.readouterr().err
 
 
 def test_galaxy_track_config_and_the_yaml_configs_agree(tmp_path):

@@ -12,6 +12,7 @@ from scipy.ndimage import gaussian_filter
 
 from whatsreal.evaluate.counterfactual import posterior_metrics
 from whatsreal.evaluate.probes import ProbeSettings, fit_probes, r2_score
+from whatsreal.evaluate.spectra import spectral_comparison
 from whatsreal.infer.counterfactual import CounterfactualResult, counterfactual_views
 from whatsreal.infer.embed import embed_rows
 from whatsreal.models.counterfactual import CounterfactualModel
@@ -184,7 +185,8 @@ def counterfactual_with_views(
     progress: bool = False,
 ) -> tuple[dict, CounterfactualResult]:
     """:func:`counterfactual_quality` and the views it scored (for a report's grid), so the
-    figure shows exactly the samples the numbers come from."""
+    figure shows exactly the samples the numbers come from; with the samples' power spectra
+    and autocorrelation against the real images' (``spectra``, seed 000 A.5)."""
     res = counterfactual_views(
         model,
         store,
@@ -202,6 +204,10 @@ def counterfactual_with_views(
     metrics = posterior_metrics(
         model, res.samples[have], tgt["flux"], tgt.get("clean"), tgt.get("ivar")
     )
+    if have.any():  # seed 000 A.5: the samples' spatial structure against the real images
+        metrics["spectra"] = spectral_comparison(
+            res.samples[have], tgt["flux"], bands=list(store.bands[to])
+        )
     return metrics, res
 
 

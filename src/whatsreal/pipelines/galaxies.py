@@ -100,6 +100,11 @@ def load_galaxy_run(run_dir: str | Path, store: str | Path | None = None) -> Gal
             f"{run_dir} is a light-curve track run (`whatsreal demo`), which writes its own "
             f"results.json and report.html; {SUPPORTED}"
         )
+    if "encoder_steps" in cfg and (run_dir / "counterfactual").is_dir():
+        raise ConfigError(
+            f"{run_dir} is a galaxy track run (`whatsreal demo`); its model is the training "
+            f"run {run_dir / 'counterfactual'}: evaluate that folder"
+        )
     kind = cfg.get("model", "counterfactual")
     modality = (cfg.get("train") or {}).get("modality", "auto")
     if kind != "counterfactual" or modality == "series":

@@ -131,6 +131,32 @@ def write_galaxy_report(
         fig = calibration_figure(cf)
         rep.figure(fig, "Pixel z-score histograms against N(0, 1)")
         plt.close(fig)
+        spectra = {to: q["spectra"] for to, q in cf.items() if q.get("spectra")}
+        if spectra:
+            rep.text(
+                "Spatial structure (seed 000 A.5): per band, the power spectrum and the "
+                "autocorrelation of the samples against the real target images of the same "
+                "galaxies. log10 of the samples' power over the real power, averaged below and "
+                "above half the Nyquist frequency: 0 is a match, > 0 excess high-frequency "
+                "power (artefacts), < 0 a deficit (over-smoothing)."
+            )
+            rep.table(
+                [
+                    [f"→ {to}", band]
+                    + [b[k] for k in ("log_ratio_low", "log_ratio_high", "acf_max_abs_diff")]
+                    for to, sp in spectra.items()
+                    for band, b in sp["bands"].items()
+                ],
+                ["target", "band", "log ratio, low f", "log ratio, high f", "max |ΔACF|, lag 1-8"],
+            )
+            for to, sp in spectra.items():
+                fig = spectra_figure(sp)
+                rep.figure(
+                    fig,
+                    f"→ {to}: real (blue) against the samples' mean (orange, dashed) ± their "
+                    f"spread, {sp['n_galaxies']} galaxies × {sp['n_samples']} samples",
+                )
+                plt.close(fig)
 
     rep.heading(SECTIONS[3])
     probes = results["probe_r2"]
@@ -269,6 +295,38 @@ def zscore_axes(ax: Any, curves: Sequence[tuple[str, Mapping[str, Any]]]) -> Non
     x = np.linspace(-5, 5, 200)
     ax.plot(x, np.exp(-(x**2) / 2) / np.sqrt(2 * np.pi), "k--", label="N(0,1)")
     ax.set(xlabel="pixel z-score")
+
+
+def spectra_figure(sp: Mapping[str, Any]):
+    """Seed 000 Fig. 7: power spectrum (top) and autocorrelation (bottom) per band, real
+    against the samples' mean with its 1σ spread over samples."""
+    import matplotlib.pyplot as plt
+
+    bands = list(sp["bands"])
+    fig, axes = plt.subplots(2, len(bands), figsize=(3.2 * len(bands), 5.6), squeeze=False)
+    f, lag = np.asarray(sp["frequency"]), np.asarray(sp["lag"])
+    for j, band in enumerate(bands):
+        b = sp["bands"][band]
+        for row, (x, key, xlabel) in enumerate(
+            ((f, "psd", "frequency (cycles / pixel)"), (lag, "acf", "lag (pixels)"))
+        ):
+            ax = axes[row, j]
+            sel = slice(1, None) if key == "psd" else slice(None)
+            real = np.asarray(b[f"{key}_real"])[sel]
+            mean = np.asarray(b[f"{key}_samples"])[sel]
+            std = np.asarray(b[f"{key}_samples_std"])[sel]
+            ax.plot(x[sel], real, color="tab:blue", label="real")
+            ax.plot(x[sel], mean, "--", color="tab:orange", label="samples")
+            ax.fill_between(x[sel], mean - std, mean + std, color="tab:orange", alpha=0.25)
+            if key == "psd":
+                ax.set_yscale("log")
+                ax.set_title(band)
+            ax.set_xlabel(xlabel)
+    axes[0, 0].legend(fontsize=7)
+    axes[0, 0].set_ylabel("power")
+    axes[1, 0].set_ylabel("autocorrelation")
+    fig.tight_layout()
+    return fig
 
 
 def probe_bar_figure(probes: Mapping[str, Mapping[str, float]], surveys: Sequence[str]):
