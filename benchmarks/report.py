@@ -531,6 +531,22 @@ def separation_galaxies(r: dict) -> list[str]:
 PHYS_PREFIXES = ("mag_", "g_r", "r_i", "i_z", "r_half", "sersic", "e1", "e2", "redshift")
 
 
+def demo(r: dict) -> list[str]:
+    """`whatsreal demo` under /usr/bin/time -v."""
+    lines = [
+        f"`{r['demo_command']}`, one run: **{r['wall_seconds'] / 60:.1f} min** wall "
+        f"(goal ≤ {r['goal_wall_seconds'] / 60:g} min: {_yes(r['goal_met'])}), peak resident "
+        f"memory **{r['peak_rss_mib']:,} MiB**.",
+        "",
+        "| track | stage | seconds |",
+        "|---|---|---|",
+    ]
+    for track, stages in r["track_stage_seconds"].items():
+        for stage, sec in stages.items():
+            lines.append(f"| {track} | {stage} | {sec:.1f} |")
+    return lines
+
+
 def evaluate_staged_per_band(r: dict) -> list[str]:
     """`whatsreal evaluate` of the kept galaxy levers: counterfactuals against issue 10's goals."""
     st, ret = r["settings"], r["retrieval"]
@@ -719,6 +735,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
         "Separation on galaxies: per-survey probes as seed 000 Fig. 5 (issue 10)",
         separation_galaxies,
     ),
+    "demo": ("`whatsreal demo`: wall time and peak memory (issue 11)", demo),
     "evaluate_staged_per_band": (
         "Galaxy counterfactuals of the kept levers (`whatsreal evaluate`, issue 10)",
         evaluate_staged_per_band,

@@ -111,6 +111,7 @@ def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 6  # grids, calibration, spectra, probes
     assert "Spatial structure (seed 000 A.5)" in page
+    assert ("Latent maps" in page) == (r["n_test_pairs"] >= 20)  # UMAPs from 20 galaxies on
     for text in ("physics view", "instrument views", "posterior mean", "Probes within each"):
         assert text in page
     assert f"{r['retrieval']['top1']:.3f}" in page  # the numbers are the JSON's
@@ -180,4 +181,5 @@ def test_a_run_without_a_decoder_gets_no_counterfactuals(galaxy_run, tmp_path, o
     assert r["counterfactual"] is None and "fm_weight 0" in r["counterfactual_skipped"]
     assert r["n_test_pairs"] == 20 and np.isfinite(r["retrieval"]["top1"])
     page = (enc / "report.html").read_text()
-    assert "No counterfactuals" in page and page.count("data:image/png;base64,") == 1
+    assert "No counterfactuals" in page
+    assert page.count("data:image/png;base64,") == 2  # the probe chart and the latent maps

@@ -11,7 +11,6 @@ architecture.
 from __future__ import annotations
 
 import copy
-import logging
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -21,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from whatsreal.config import build_dataclass, load_config, save_config, validate_dataclass
+from whatsreal.config import build_dataclass, load_config, validate_dataclass
 from whatsreal.errors import ConfigError, ModelFileError, StoreFormatError
 from whatsreal.evaluate.galaxies import (
     counterfactual_with_views,
@@ -32,7 +31,7 @@ from whatsreal.evaluate.galaxies import (
 from whatsreal.evaluate.probes import ProbeSettings
 from whatsreal.models.base import load_pretrained
 from whatsreal.models.counterfactual import CounterfactualModel
-from whatsreal.pipelines.stages import Stages
+from whatsreal.pipelines.stages import Stages, start_track
 from whatsreal.sampling import SplitSpec
 from whatsreal.store import ObservationStore
 from whatsreal.train.counterfactual import CounterfactualTrainConfig
@@ -64,6 +63,7 @@ class GalaxyExamples:
     """The counterfactual views a report's grid shows, per target survey (not in the JSON)."""
 
     views: dict[str, Any]  # target survey -> CounterfactualResult of the scored sources
+    pairs_test: np.ndarray | None = None  # (N, 2) store rows of the test galaxies, both surveys
 
 
 def _store_path(run_dir: Path, config_file: Path, value: Any) -> Path:
@@ -229,7 +229,7 @@ def evaluate_galaxy_run(
     )
     timings["random_encoder_s"] = time.perf_counter() - t
 
-    examples = GalaxyExamples(views={})
+    examples = GalaxyExamples(views={}, pairs_test=pairs_test)
     if model.fm_weight <= 0:
         results["counterfactual"] = None
         results["counterfactual_skipped"] = (
@@ -419,12 +419,7 @@ def run_galaxy_track(
     from whatsreal.train.counterfactual import fit_for_steps
 
     cfg = cfg or galaxy_track_config()
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Stages(quiet)
-    save_config(asdict(cfg), out / "config.yaml")
+    out, stage = start_track(out_dir, cfg, quiet)
     timings: dict[str, float] = {}
 
     t = time.perf_counter()

@@ -8,17 +8,16 @@ stages are the package's ordinary API; this module only sequences them.
 from __future__ import annotations
 
 import copy
-import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from whatsreal.config import build_dataclass, save_config, validate_dataclass
+from whatsreal.config import build_dataclass, validate_dataclass
 from whatsreal.errors import ConfigError
 from whatsreal.evaluate.lightcurves import (
     LightCurveEvalSettings,
@@ -30,7 +29,7 @@ from whatsreal.evaluate.lightcurves import (
 from whatsreal.evaluate.probes import ProbeSettings
 from whatsreal.infer import embed_rows
 from whatsreal.models.contrastive import build_contrastive_model
-from whatsreal.pipelines.stages import Stages
+from whatsreal.pipelines.stages import Stages, start_track
 from whatsreal.simulate.lightcurves import lightcurve_sim_config, write_lightcurve_store
 from whatsreal.store import ObservationStore
 from whatsreal.train.contrastive import ContrastiveTrainConfig, fit_contrastive, trained_steps
@@ -145,13 +144,7 @@ def run_lightcurve_track(
 ) -> dict:
     """Run every stage and write ``report.html``, ``results.json`` and ``config.yaml``."""
     cfg = cfg or track_config()
-    # Lightning's hardware banners and tips drown the stage lines in a demo; keep warnings.
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Stages(quiet)
-    save_config(asdict(cfg), out / "config.yaml")
+    out, stage = start_track(out_dir, cfg, quiet)
     timings: dict[str, float] = {}
 
     t = time.perf_counter()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 
 class Stages:
@@ -16,3 +20,16 @@ class Stages:
 
     def __call__(self, text: str) -> None:
         self.console.print(f"[bold cyan][{time.perf_counter() - self.t0:6.1f} s][/] {text}")
+
+
+def start_track(out_dir: str | Path, cfg: Any, quiet: bool = False) -> tuple[Path, Stages]:
+    """What every track does first: quiet Lightning's banners (warnings stay), create the
+    output folder, save the run's config there as ``config.yaml``, start the stage clock."""
+    from whatsreal.config import save_config
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(asdict(cfg), out / "config.yaml")
+    return out, Stages(quiet)
