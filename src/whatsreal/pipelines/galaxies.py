@@ -334,9 +334,9 @@ class GalaxyTrackConfig:
     compact: bool = True  # the compact store (scaled float16, compressed): ~4x less disk
     train: CounterfactualTrainConfig = field(default_factory=_track_train)
     encoder_steps: int = 100
-    decoder_steps: int = 40
+    decoder_steps: int = 30
     n_test: int = 300
-    n_probe: int = 600
+    n_probe: int = 400
     probe_steps: int = 100
     cf_sources: int = 8
     n_samples: int = 4
