@@ -571,6 +571,24 @@ def evaluate_staged_per_band(r: dict) -> list[str]:
             f"| {q['mse_samples_over_floor']:.2f} | {q['z_mean']:.2f} | {q['z_std']:.2f} | "
             f"{_yes(q['mse_mean_over_floor'] <= 1.3)} | {_yes(0.95 <= q['z_std'] <= 1.15)} |"
         )
+    spectra = {to: q["spectra"] for to, q in r["counterfactual"].items() if q.get("spectra")}
+    if spectra:
+        lines += [
+            "",
+            "Spatial structure of the samples against the real target images (seed 000 A.5): "
+            "mean log10 of the samples' power over the real power below and above half the "
+            "Nyquist frequency (0: a match; > 0 excess power, artefacts; < 0 a deficit, "
+            "over-smoothing), and the largest autocorrelation difference at lags 1-8.",
+            "",
+            "| target | band | log10 power ratio, low f | high f | max \\|ΔACF\\| |",
+            "|---|---|---|---|---|",
+        ]
+        for to, sp in spectra.items():
+            for band, b in sp["bands"].items():
+                lines.append(
+                    f"| {to} | {band} | {b['log_ratio_low']:+.2f} | {b['log_ratio_high']:+.2f} "
+                    f"| {b['acf_max_abs_diff']:.2f} |"
+                )
     return lines
 
 
