@@ -49,6 +49,12 @@ def noise_floor(
     return (x - xc) ** 2
 
 
+def model_space(model: CounterfactualModel, flux: np.ndarray) -> np.ndarray:
+    """Images in flux units -> the model's own stretched space (``model.normalize``), where
+    it is trained and scored: there a bright pixel weighs no more than a faint one."""
+    return model.normalize(torch.from_numpy(np.ascontiguousarray(flux))).numpy()
+
+
 def posterior_metrics(
     model: CounterfactualModel,
     samples: np.ndarray,
@@ -60,7 +66,7 @@ def posterior_metrics(
     noise floor, and pixel z-scores. ``samples`` (N, S, ...) and targets (N, ...) in flux."""
 
     def norm(a: np.ndarray) -> np.ndarray:
-        return model.normalize(torch.from_numpy(np.ascontiguousarray(a))).numpy()
+        return model_space(model, a)
 
     x = norm(flux)
     s = norm(samples.reshape(-1, *flux.shape[1:])).reshape(samples.shape)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from whatsreal.evaluate.counterfactual import posterior_metrics
+from whatsreal.evaluate.counterfactual import model_space, posterior_metrics
 from whatsreal.evaluate.probes import ProbeSettings, fit_probes, r2_score
 from whatsreal.evaluate.spectra import spectral_comparison
 from whatsreal.infer.counterfactual import CounterfactualResult, counterfactual_views
@@ -204,9 +204,12 @@ def counterfactual_with_views(
     metrics = posterior_metrics(
         model, res.samples[have], tgt["flux"], tgt.get("clean"), tgt.get("ivar")
     )
-    if have.any():  # seed 000 A.5: the samples' spatial structure against the real images
+    if have.any():  # seed 000 A.5: the samples' spatial structure against the real images,
+        # in the model's stretched space (in flux, a few bright pixels would weigh all)
+        s = res.samples[have]
+        flat = model_space(model, s.reshape(-1, *s.shape[2:])).reshape(s.shape)
         metrics["spectra"] = spectral_comparison(
-            res.samples[have], tgt["flux"], bands=list(store.bands[to])
+            flat, model_space(model, tgt["flux"]), bands=list(store.bands[to])
         )
     return metrics, res
 
