@@ -1,11 +1,12 @@
-"""Evaluate a galaxy training run (``whatsreal evaluate --run DIR``): load the run's model and
-store from its saved config, compute what the galaxy benchmark computes, and write
-``results.json`` and ``report.html`` into the run.
+"""The galaxy track: evaluate a training run (``whatsreal evaluate --run DIR``), and run the
+whole track (``whatsreal demo``'s galaxy half: simulate, pair, train, evaluate, report).
 
-Metrics (DESIGN.md §6): cross-survey retrieval in physics space, probe R² from each latent
-with the leakage, counterfactual posterior-mean MSE over the noise floor and pixel z-scores,
-and the classical PSF-matched anchor, beside a randomly initialised encoder of the same
-architecture.
+Evaluation loads the run's model and store from its saved config, computes what the galaxy
+benchmark computes, and writes ``results.json`` and ``report.html``. Metrics (DESIGN.md §6):
+cross-survey retrieval in physics space, probe R² from each latent with the leakage,
+counterfactual posterior-mean MSE over the noise floor, pixel z-scores and spatial
+structure, and the classical PSF-matched anchor, beside a randomly initialised encoder of
+the same architecture.
 """
 
 from __future__ import annotations
