@@ -213,9 +213,13 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from whatsreal.pipelines.galaxies import galaxy_summary, galaxy_track_config, run_galaxy_track
+
     tracks = ("lightcurves", "galaxies") if args.track == "both" else (args.track,)
     out = Path(args.out)
     pages, lines = [], []
+    # every track's config is checked before the first one starts
+    galaxy_cfg = galaxy_track_config(args.preset) if "galaxies" in tracks else None
     if "lightcurves" in tracks:
         from whatsreal.pipelines.lightcurves import run_lightcurve_track, track_config
 
@@ -237,14 +241,8 @@ def _demo(args: argparse.Namespace) -> int:
         )
         pages.append(("Light curves", out / "lightcurves" / "report.html"))
     if "galaxies" in tracks:
-        from whatsreal.pipelines.galaxies import (
-            galaxy_summary,
-            galaxy_track_config,
-            run_galaxy_track,
-        )
-
         print(f"== galaxies (seed 000's modality) -> {out / 'galaxies'}", flush=True)
-        results = run_galaxy_track(out / "galaxies", galaxy_track_config(args.preset))
+        results = run_galaxy_track(out / "galaxies", galaxy_cfg)
         lines.append(galaxy_summary(results))
         pages.append(("Galaxies", out / "galaxies" / "report.html"))
     from whatsreal.report.html import combine_reports
