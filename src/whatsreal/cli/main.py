@@ -221,7 +221,11 @@ def _demo(args: argparse.Namespace) -> int:
     # every track's config is checked before the first one starts
     galaxy_cfg = galaxy_track_config(args.preset) if "galaxies" in tracks else None
     if "lightcurves" in tracks:
-        from whatsreal.pipelines.lightcurves import run_lightcurve_track, track_config
+        from whatsreal.pipelines.lightcurves import (
+            lightcurve_summary,
+            run_lightcurve_track,
+            track_config,
+        )
 
         cfg = track_config(args.preset)
         if args.minutes is not None:
@@ -230,15 +234,7 @@ def _demo(args: argparse.Namespace) -> int:
             cfg = replace(cfg, train=replace(cfg.train, max_minutes=args.minutes))
         print(f"== light curves (seed 001's modality) -> {out / 'lightcurves'}", flush=True)
         results = run_lightcurve_track(out / "lightcurves", cfg)
-        acc = results["instrument_accuracy"]
-        star = results["few_shot"]["star latent (dual)"]
-        lines.append(
-            "star latent R²(θ0): "
-            + ", ".join(f"n={r['n_labels']}: {r['r2_mean']:.3f}" for r in star)
-            + f"\ninstrument-id accuracy: instrument latent "
-            f"{acc['instrument latent (dual)']:.3f}, star latent "
-            f"{acc['star latent (dual)']:.3f} (chance {results['chance_accuracy']:.3f})"
-        )
+        lines.append(lightcurve_summary(results))
         pages.append(("Light curves", out / "lightcurves" / "report.html"))
     if "galaxies" in tracks:
         print(f"== galaxies (seed 000's modality) -> {out / 'galaxies'}", flush=True)

@@ -243,3 +243,16 @@ __all__ = [
     "split_rows",
     "track_config",
 ]
+
+
+def lightcurve_summary(results: Mapping[str, Any]) -> str:
+    """The headline figures of a light-curve track run, two lines for the terminal."""
+    acc = results["instrument_accuracy"]
+    star = results["few_shot"]["star latent (dual)"]
+    return (
+        "star latent R²(θ0): "
+        + ", ".join(f"n={r['n_labels']}: {r['r2_mean']:.3f}" for r in star)
+        + f"\ninstrument-id accuracy: instrument latent "
+        f"{acc['instrument latent (dual)']:.3f}, star latent "
+        f"{acc['star latent (dual)']:.3f} (chance {results['chance_accuracy']:.3f})"
+    )
