@@ -238,6 +238,7 @@ def _epochs(run_dir: Path) -> int | None:
 __all__ = [
     "TRACK_PRESETS",
     "LightCurveTrackConfig",
+    "lightcurve_summary",
     "run_lightcurve_track",
     "source_truth_per_row",
     "split_rows",
