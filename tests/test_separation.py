@@ -154,6 +154,8 @@ def test_sky_context_rows_is_the_samplers_rule(sky_store):
         {"physics_negatives": "same_instrument", "instrument_negatives": "same_instrument"},
         {"agreement_weight": 1.0},
         {"agreement_weight": 1.0, "hybrid_weight": 0.0},
+        {"instrument_agreement_weight": 1.0},
+        {"instrument_agreement_weight": 1.0, "hybrid_weight": 0.0},
         {"instrument_positives": "set_halves", "instrument_negatives": "same_instrument"},
         {"disentangle_weight": 1.0},
         {"disentangle_weight": 1.0, "hybrid_weight": 0.0},
@@ -168,6 +170,9 @@ def test_separation_levers_train(sky_store, one_thread, options):
     assert torch.isfinite(out["total"])
     if options.get("agreement_weight"):
         assert 0 <= out["agree"].item() < 2
+    if options.get("instrument_agreement_weight"):
+        assert 0 < out["inst_agree"].item() < 2
+        assert "agree" not in out  # the physics term is its own switch
     if options.get("disentangle_weight"):
         assert 0 < out["disent"].item() < 10
     out["total"].backward()
@@ -281,6 +286,8 @@ def test_separation_levers_are_validated():
         build_counterfactual_model("tiny", "image", 2, 16, physics_negatives="others")
     with pytest.raises(ConfigError, match="agreement_weight"):
         build_counterfactual_model("tiny", "image", 2, 16, agreement_weight=-1)
+    with pytest.raises(ConfigError, match="instrument_agreement_weight"):
+        build_counterfactual_model("tiny", "image", 2, 16, instrument_agreement_weight=-1)
     with pytest.raises(ConfigError, match="disentangle_weight"):
         build_counterfactual_model("tiny", "image", 2, 16, disentangle_weight=-0.5)
     with pytest.raises(ConfigError, match="instrument_positives"):

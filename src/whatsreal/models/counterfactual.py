@@ -305,6 +305,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         physics_negatives: str = "all",
         instrument_negatives: str = "all",
         agreement_weight: float = 0.0,
+        instrument_agreement_weight: float = 0.0,
         instrument_highpass: bool = False,
         instrument_per_band: bool = False,
         instrument_width: float = 1.0,
@@ -363,10 +364,15 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         ):
             if on and modality != "image":
                 raise ConfigError(f"{key} applies to images only (modality 'image')")
-        if agreement_weight < 0:
-            raise ConfigError(f"agreement_weight must be >= 0; got {agreement_weight}")
+        for key, value in (
+            ("agreement_weight", agreement_weight),
+            ("instrument_agreement_weight", instrument_agreement_weight),
+        ):
+            if value < 0:
+                raise ConfigError(f"{key} must be >= 0; got {value}")
         self.physics_negatives, self.instrument_negatives = physics_negatives, instrument_negatives
         self.agreement_weight = float(agreement_weight)
+        self.instrument_agreement_weight = float(instrument_agreement_weight)
         scale = [1.0] * in_channels if scale is None else [float(s) for s in scale]
         if len(scale) != in_channels or min(scale) <= 0:
             raise ConfigError(
@@ -535,14 +541,17 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             out["fm"] = self._flow_matching(batch["anchor"], cond, cmask, generator)
             total = total + self.fm_weight * out["fm"]
         anchors: dict[str, Tensor] = {}
-        if self.hybrid_weight > 0 or self.agreement_weight > 0:
+        if self.hybrid_weight > 0 or self.agreement_weight > 0 or self.instrument_agreement_weight:
             phys, inst, agree, anchors = self._hybrid_terms(batch, per_view)
             if self.hybrid_weight > 0:
                 out["phys"], out["inst"] = phys, inst
                 total = total + self.hybrid_weight * (phys + inst)
             if self.agreement_weight > 0:
-                out["agree"] = agree
-                total = total + self.agreement_weight * agree
+                out["agree"] = agree["physics"]
+                total = total + self.agreement_weight * agree["physics"]
+            if self.instrument_agreement_weight > 0:
+                out["inst_agree"] = agree["instrument"]
+                total = total + self.instrument_agreement_weight * agree["instrument"]
         if self.adversary_weight > 0:
             out["adv"] = self._adversary(batch, per_view, anchors.get("physics"))
             total = total + self.adversary_weight * out["adv"]
@@ -657,11 +666,13 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
 
     def _hybrid_terms(
         self, batch: dict[str, Tensor], per_view: dict[str, Tensor]
-    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor], dict[str, Tensor]]:
         """InfoNCE on (anchor, physics views) by source and (anchor, instrument views) by item,
         with negatives from every instrument or only the anchor's (``*_negatives``); the
-        agreement term between a source's physics latents; the anchors' latents computed
-        on the way, by encoder (reused by the adversary and the disentangler)."""
+        agreement terms, by encoder: between a source's physics latents across instruments,
+        and between an observation's instrument latent and its sky neighbours' (which share
+        its conditions, so what differs is the galaxy); the anchors' latents computed on the
+        way, by encoder (reused by the adversary and the disentangler)."""
         anchor = self.normalize(batch["anchor"])
         inst_anchor = (
             self.normalize(batch["instrument_anchor"]) if "instrument_anchor" in batch else anchor
@@ -669,12 +680,14 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         b = anchor.shape[0]
         items = torch.arange(b, device=anchor.device)
         zero = anchor.new_zeros((), dtype=torch.float32)
-        terms, agree = [], zero
+        terms: list[Tensor] = []
+        agree = {"physics": zero, "instrument": zero}
+        weights = {"physics": self.agreement_weight, "instrument": self.instrument_agreement_weight}
         anchors: dict[str, Tensor] = {}
         for key in ("physics", "instrument"):
             mask = batch[f"{key}_mask"].bool()
             want_nce = self.hybrid_weight > 0
-            if not mask.any() or not (want_nce or (key == "physics" and self.agreement_weight)):
+            if not mask.any() or not (want_nce or weights[key] > 0):
                 terms.append(zero)
                 continue
             enc = self.physics_encoder if key == "physics" else self.instrument_encoder
@@ -684,8 +697,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             if self.type_embedding is not None:  # compare raw encoder outputs
                 zv = zv - self.type_embedding[0 if key == "physics" else 1].repeat(self.n_tokens)
             owner = items[:, None].expand_as(mask)[mask]
-            if key == "physics" and self.agreement_weight > 0:
-                agree = agreement_loss(za[owner].float(), zv.float())
+            if weights[key] > 0:
+                agree[key] = agreement_loss(za[owner].float(), zv.float())
             if not want_nce:
                 terms.append(zero)
                 continue
