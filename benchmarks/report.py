@@ -365,7 +365,7 @@ def galaxy_levers(paths: list[Path]) -> list[str]:
         "## Galaxies: training levers of the hybrid counterfactual model",
         "",
         "Each row is the `cpu` hybrid model trained for the same wall-clock budget with one "
-        "change (see `VARIANTS` in `benchmarks/galaxies.py`), evaluated as above; "
+        "change (the variants of `configs/benchmarks/galaxies.yaml`), evaluated as above; "
         "counterfactual columns are posterior-mean MSE / noise floor on 32 held-out sources "
         "per direction. *leak*: the largest probe R² of an instrument parameter from the "
         "physics latent, pooled over both surveys and within HSC only.",

@@ -18,23 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from whatsreal.config import load_config
 from whatsreal.models.base import load_pretrained
-from whatsreal.pairing import build_pairing
-from whatsreal.simulate.galaxies import simulate_galaxies
-from whatsreal.store import ObservationStore
-from whatsreal.train.counterfactual import (
-    CounterfactualTrainConfig,
-    build_for_store,
-    fit_for_steps,
-    fit_within_minutes,
-    logged_steps,
-)
+from whatsreal.pipelines.variants import ensure_galaxy_store, train_variant
+from whatsreal.train.counterfactual import CounterfactualTrainConfig, build_for_store, logged_steps
 from whatsreal.utils import atomic_write_json, machine_info
 
 HERE = Path(__file__).parent
@@ -66,11 +57,7 @@ def main() -> None:
     cfg = load_config(args.config)
     minutes = float(args.minutes or cfg["minutes"])
     name = args.name or cfg["name"]
-    store_path = Path(cfg["store"])
-    if not (store_path / "observations.h5").is_file():
-        simulate_galaxies(store_path, n=int(cfg["n_sources"]), surveys=("hsc", "legacy"), seed=1)
-        build_pairing(ObservationStore(store_path))
-    store = ObservationStore(store_path)
+    store = ensure_galaxy_store(cfg["store"], cfg["n_sources"])
     variants = cfg["variants"]
     chosen = [v for v in args.variants.split(",") if v] or list(variants)
     unknown = sorted(set(chosen) - set(variants))
@@ -96,26 +83,13 @@ def main() -> None:
     models = {}
     for v in chosen:
         over = variants[v] or {}
-        run_cfg = replace(
-            base,
-            model_overrides=dict(over.get("model", {})),
-            **dict(over.get("train", {})),
-        )
         out = Path(cfg["out"]) / v
         entry = dict(results["variants"].get(v, {})) if args.skip_train else {}
         entry["overrides"] = over
         entry["command"] = results["command"]
-        if not args.skip_train and over.get("steps"):
-            print(f"[{v}] training for {over['steps']} steps -> {out}", flush=True)
-            _, info = fit_for_steps(store, out, run_cfg, int(over["steps"]))
-            entry["training"] = info
-            entry["minutes"] = round(info["train_seconds"] / 60, 1)
-        elif not args.skip_train:
-            print(f"[{v}] training for {minutes} min -> {out}", flush=True)
-            _, info = fit_within_minutes(store, out, run_cfg, minutes)
-            entry["training"] = info
-            entry["minutes"] = minutes
-            print(f"[{v}] {info}", flush=True)
+        if not args.skip_train:
+            entry["training"] = train_variant(store, out, base, over, minutes, v)
+            entry["minutes"] = entry["training"]["minutes"] if over.get("steps") else minutes
         if args.skip_train and "training" not in entry:  # trained by a --train-only run
             entry["training"] = {"max_steps": over.get("steps"), "steps_trained": logged_steps(out)}
         results["variants"][v] = entry

@@ -126,6 +126,21 @@ def test_agreement_loss_is_zero_for_equal_latents_one_for_unrelated_and_scale_fr
     )
 
 
+def test_per_dimension_agreement_weighs_a_quiet_direction_like_a_loud_one():
+    rng = torch.Generator().manual_seed(1)
+    shared = torch.randn(4000, 1, generator=rng)  # a loud direction both latents agree on
+    a = torch.cat([10 * shared, 0.1 * torch.randn(4000, 1, generator=rng)], dim=1)
+    b = torch.cat([10 * shared, 0.1 * torch.randn(4000, 1, generator=rng)], dim=1)
+    # the quiet, unshared direction holds 0.01 % of the variance: the pooled term misses it
+    assert agreement_loss(a, b).item() < 1e-3
+    # per dimension: (0 for the loud one + about 1 for the quiet one) / 2
+    assert agreement_loss(a, b, per_dim=True).item() == pytest.approx(0.5, abs=0.03)
+    assert agreement_loss(a, a, per_dim=True).item() == pytest.approx(0.0, abs=1e-7)
+    assert agreement_loss(5 * a, 5 * b, per_dim=True).item() == pytest.approx(
+        agreement_loss(a, b, per_dim=True).item(), rel=1e-5
+    )
+
+
 @pytest.fixture
 def sky_store(tmp_path):
     path = write_image_store(tmp_path / "sky.store", n_sources=300, shape=(2, 16, 16))
@@ -156,6 +171,7 @@ def test_sky_context_rows_is_the_samplers_rule(sky_store):
         {"agreement_weight": 1.0, "hybrid_weight": 0.0},
         {"instrument_agreement_weight": 1.0},
         {"instrument_agreement_weight": 1.0, "hybrid_weight": 0.0},
+        {"instrument_agreement_weight": 1.0, "instrument_agreement_per_dim": True},
         {"instrument_positives": "set_halves", "instrument_negatives": "same_instrument"},
         {"disentangle_weight": 1.0},
         {"disentangle_weight": 1.0, "hybrid_weight": 0.0},

@@ -213,45 +213,13 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from whatsreal.pipelines.galaxies import galaxy_summary, galaxy_track_config, run_galaxy_track
+    from whatsreal.pipelines.demo import run_demo
 
-    tracks = ("lightcurves", "galaxies") if args.track == "both" else (args.track,)
-    out = Path(args.out)
-    pages, lines = [], []
-    # every track's config is checked before the first one starts
-    galaxy_cfg = galaxy_track_config(args.preset) if "galaxies" in tracks else None
-    if "lightcurves" in tracks:
-        from whatsreal.pipelines.lightcurves import (
-            lightcurve_summary,
-            run_lightcurve_track,
-            track_config,
-        )
-
-        cfg = track_config(args.preset)
-        if args.minutes is not None:
-            from dataclasses import replace
-
-            cfg = replace(cfg, train=replace(cfg.train, max_minutes=args.minutes))
-        print(f"== light curves (seed 001's modality) -> {out / 'lightcurves'}", flush=True)
-        results = run_lightcurve_track(out / "lightcurves", cfg)
-        lines.append(lightcurve_summary(results))
-        pages.append(("Light curves", out / "lightcurves" / "report.html"))
-    if "galaxies" in tracks:
-        print(f"== galaxies (seed 000's modality) -> {out / 'galaxies'}", flush=True)
-        results = run_galaxy_track(out / "galaxies", galaxy_cfg)
-        lines.append(galaxy_summary(results))
-        pages.append(("Galaxies", out / "galaxies" / "report.html"))
-    from whatsreal.report.html import combine_reports
-
-    report = combine_reports(
-        out / "report.html",
-        "whatsreal demo: physics and instrument, separated",
-        f"Preset '{args.preset}'. Each track simulates its data, trains without labels and "
-        "scores the latents on held-out sources; each section is also a page of its own.",
-        pages,
+    done = run_demo(
+        args.out, args.preset, args.track, args.minutes, log=lambda t: print(t, flush=True)
     )
-    print("\n".join(lines))
-    print(f"report: {report}")
+    print("\n".join(done["summaries"]))
+    print(f"report: {done['report']}")
     return 0
 
 

@@ -4,7 +4,8 @@ PSF-matched pixel-matching anchor."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -289,3 +290,38 @@ def evaluate_latents(
         }
     out["leakage_physics_into_instrument"] = {k: inst[k] for k in PHYSICS_PARAMS if k in inst}
     return out
+
+
+#: Issue 5's goals for a galaxy benchmark variant that trains the decoder: (key, goal text,
+#: test). ``worst_posterior_mean_mse_over_floor`` is the worse of the two directions.
+BENCHMARK_GOALS = (
+    ("top1", ">= 0.8", lambda v: v >= 0.8),
+    ("recall@10", ">= 0.95", lambda v: v >= 0.95),
+    ("max_leakage_instrument_into_physics", "<= 0.1", lambda v: v <= 0.1),
+    ("worst_posterior_mean_mse_over_floor", "<= 1.3", lambda v: bool(v <= 1.3)),
+)
+
+
+def benchmark_goals(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
+    """Issue 5's goals (:data:`BENCHMARK_GOALS`) for every variant of a galaxy benchmark that
+    trains the flow-matching decoder: {variant: {goal key: {value, goal, met}}}."""
+    goals = {}
+    for name, r in variants.items():
+        if (r.get("model_overrides") or {}).get("fm_weight", 1.0) <= 0:
+            continue  # the goals are for the counterfactual and hybrid models
+        cf = r.get("counterfactual") or {}
+        values = {
+            "top1": r["retrieval"]["top1"],
+            "recall@10": r["retrieval"]["recall@10"],
+            "max_leakage_instrument_into_physics": max(
+                r["leakage_instrument_into_physics"].values()
+            ),
+            "worst_posterior_mean_mse_over_floor": max(
+                (q["mse_mean_over_floor"] for q in cf.values()), default=float("nan")
+            ),
+        }
+        goals[name] = {
+            key: {"value": values[key], "goal": text, "met": bool(test(values[key]))}
+            for key, text, test in BENCHMARK_GOALS
+        }
+    return goals

@@ -306,6 +306,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         instrument_negatives: str = "all",
         agreement_weight: float = 0.0,
         instrument_agreement_weight: float = 0.0,
+        instrument_agreement_per_dim: bool = False,
         instrument_highpass: bool = False,
         instrument_per_band: bool = False,
         instrument_width: float = 1.0,
@@ -373,6 +374,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         self.physics_negatives, self.instrument_negatives = physics_negatives, instrument_negatives
         self.agreement_weight = float(agreement_weight)
         self.instrument_agreement_weight = float(instrument_agreement_weight)
+        self.instrument_agreement_per_dim = bool(instrument_agreement_per_dim)
         scale = [1.0] * in_channels if scale is None else [float(s) for s in scale]
         if len(scale) != in_channels or min(scale) <= 0:
             raise ConfigError(
@@ -698,7 +700,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                 zv = zv - self.type_embedding[0 if key == "physics" else 1].repeat(self.n_tokens)
             owner = items[:, None].expand_as(mask)[mask]
             if weights[key] > 0:
-                agree[key] = agreement_loss(za[owner].float(), zv.float())
+                per_dim = key == "instrument" and self.instrument_agreement_per_dim
+                agree[key] = agreement_loss(za[owner].float(), zv.float(), per_dim)
             if not want_nce:
                 terms.append(zero)
                 continue
@@ -872,12 +875,19 @@ def image_statistics(x: Tensor, border: int = 4) -> Tensor:
     return torch.cat(stats, dim=1)
 
 
-def agreement_loss(a: Tensor, b: Tensor) -> Tensor:
+def agreement_loss(a: Tensor, b: Tensor, per_dim: bool = False) -> Tensor:
     """Invariance between paired latents (rows of a and b: one source by two instruments):
     mean squared difference over the pairs' total variance, so rescaling the latent cannot
-    lower it. 0 when paired latents coincide; about 1 for unrelated ones."""
-    spread = torch.cat([a, b]).var(dim=0, unbiased=False).sum().clamp_min(1e-8)
-    return (a - b).pow(2).sum(dim=1).mean() / (2.0 * spread)
+    lower it. 0 when paired latents coincide; about 1 for unrelated ones.
+
+    ``per_dim``: each dimension's squared difference over that dimension's own variance,
+    averaged over dimensions, so a direction of little variance (which a standardising probe
+    still reads) weighs as much as the dominant ones."""
+    var = torch.cat([a, b]).var(dim=0, unbiased=False)
+    if per_dim:
+        var = var.clamp_min(1e-6 * var.mean().clamp_min(1e-8))
+        return ((a - b).pow(2) / (2.0 * var)).mean()
+    return (a - b).pow(2).sum(dim=1).mean() / (2.0 * var.sum().clamp_min(1e-8))
 
 
 def _head(dim: int, out: int) -> nn.Sequential:

@@ -456,7 +456,7 @@ def fit_counterfactual(
     trainer = L.Trainer(
         default_root_dir=out,
         max_steps=cfg.max_steps,
-        max_epochs=-1,
+        max_epochs=None,  # max_steps ends the run (-1 would show "Epoch 0/-2")
         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
         val_check_interval=cfg.val_every,
         check_val_every_n_epoch=None,
