@@ -35,10 +35,15 @@ def main() -> None:
     ap.add_argument("--variants", default="", help="comma-separated; default: the config's run")
     ap.add_argument("--minutes", type=float, help="training budget per variant (the config's)")
     ap.add_argument("--name", help="results/<name>.json (the config's name)")
+    ap.add_argument("--out", help="runs folder (the config's out)")
+    ap.add_argument("--cf-sources", type=int, help="test galaxies per direction (the config's)")
     ap.add_argument("--skip-train", action="store_true", help="evaluate existing runs")
     args = ap.parse_args()
 
     cfg = load_config(args.config)
+    cfg["out"] = args.out or cfg["out"]
+    if args.cf_sources is not None:
+        cfg["evaluation"]["cf_sources"] = args.cf_sources
     minutes = float(args.minutes or cfg["minutes"])
     name = args.name or cfg["name"]
     variants = cfg["variants"]

@@ -69,9 +69,11 @@ def _finite(d, path=""):
 @pytest.mark.slow
 def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
     run, _ = galaxy_run
-    assert main(["evaluate", "--run", str(run), *FAST, "--probe-steps", "10"]) == 0
+    args = ["evaluate", "--run", str(run), *FAST, "--probe-steps", "10", "--few-shot", "r_half"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert f"report -> {run / 'report.html'}" in out and "top-1" in out
+    assert "few-shot R²(r_half) at 100 labels" in out
     r = json.loads((run / "results.json").read_text())
     for key in (
         "retrieval",
@@ -111,6 +113,15 @@ def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 6  # grids, calibration, spectra, probes
     assert "Spatial structure (seed 000 A.5)" in page
+    few = r["few_shot"]["r_half"]  # 60 probe galaxies x 2 surveys: 10, 30 and 100 labels
+    assert set(few) == {"physics", "instrument"}
+    assert [c["n_labels"] for c in few["physics"]] == [10, 30, 100]
+    assert [c["n_labels"] for c in r["random_encoder"]["few_shot"]["r_half"]["physics"]] == [
+        10,
+        30,
+        100,
+    ]
+    assert "Few-shot learning" in page and "Few-shot: r_half" in page
     assert ("Latent maps" in page) == (r["n_test_pairs"] >= 20)  # UMAPs from 20 galaxies on
     for text in ("physics view", "instrument views", "posterior mean", "Probes within each"):
         assert text in page
@@ -121,13 +132,14 @@ def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
 def test_bad_run_folders_get_errors_that_name_the_problem(galaxy_run, tmp_path, capsys):
     run, store = galaxy_run
 
-    def fails(folder, *text):
-        assert main(["evaluate", "--run", str(folder), "--quiet"]) == 2
+    def fails(folder, *text, extra=()):
+        assert main(["evaluate", "--run", str(folder), "--quiet", *extra]) == 2
         err = capsys.readouterr().err
         for t in text:
             assert t in err, err
 
     fails(tmp_path / "nowhere", "does not exist")
+    fails(run, "['psf_fwhm']", "not galaxy properties", extra=["--few-shot", "r_half,psf_fwhm"])
     empty = tmp_path / "empty"
     empty.mkdir()
     fails(empty, "config.yaml", "is missing")
@@ -182,4 +194,6 @@ def test_a_run_without_a_decoder_gets_no_counterfactuals(galaxy_run, tmp_path, o
     assert r["n_test_pairs"] == 20 and np.isfinite(r["retrieval"]["top1"])
     page = (enc / "report.html").read_text()
     assert "No counterfactuals" in page
-    assert page.count("data:image/png;base64,") == 2  # the probe chart and the latent maps
+    # the probe chart, the latent maps and the default few-shot curves (three properties)
+    assert page.count("data:image/png;base64,") == 5
+    assert set(r["few_shot"]) == {"redshift", "r_half", "g_r"}

@@ -269,6 +269,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         store=args.store,
         probe=ProbeSettings(steps=args.probe_steps),
         progress=not args.quiet,
+        few_shot=[p for p in args.few_shot.split(",") if p],
     )
     lines = [galaxy_summary(r)]
     run = Path(args.run)
@@ -648,6 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--nfe", type=_count, default=20, help="network evaluations (default 20)")
     ev.add_argument(
         "--probe-steps", type=_count, default=300, help="probe training steps (default 300)"
+    )
+    ev.add_argument(
+        "--few-shot",
+        default="redshift,r_half,g_r",
+        help="comma-separated properties of the few-shot curves, 10 to 3,000 labels "
+        "(default redshift,r_half,g_r; '' skips them)",
     )
     ev.add_argument("--store", help="the run's store, if it moved since training")
     ev.add_argument("--quiet", action="store_true", help="no progress")

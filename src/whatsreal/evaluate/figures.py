@@ -11,19 +11,26 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def few_shot_figure(few_shot: Mapping[str, list[dict]], anchor_r2: float | None = None):
-    """R² against the number of labels, mean ± std over seeds, one line per input."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+def few_shot_figure(
+    few_shot: Mapping[str, list[dict]],
+    anchor_r2: float | None = None,
+    ylabel: str = r"R$^2$($\theta_0$) on held-out stars",
+    anchor_label: str = "Lomb–Scargle peak",
+    ax=None,
+):
+    """R² against the number of labels, mean ± std over seeds, one line per input; on
+    ``ax`` if given (the figure is returned either way)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (ax.figure, ax)
     for name, rows in few_shot.items():
         n = [r["n_labels"] for r in rows]
         m = np.array([r["r2_mean"] for r in rows])
         s = np.array([r["r2_std"] for r in rows])
         ax.errorbar(n, m, yerr=s, marker="o", capsize=3, label=name)
     if anchor_r2 is not None:
-        ax.axhline(anchor_r2, color="k", ls=":", label="Lomb–Scargle peak")
+        ax.axhline(anchor_r2, color="k", ls=":", label=anchor_label)
     ax.set_xscale("log")
     ax.set_xlabel("labelled observations")
-    ax.set_ylabel(r"R$^2$($\theta_0$) on held-out stars")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(max(-0.5, ax.get_ylim()[0]), 1.0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

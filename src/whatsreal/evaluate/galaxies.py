@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from whatsreal.errors import ConfigError
 from whatsreal.evaluate.counterfactual import model_space, posterior_metrics
-from whatsreal.evaluate.probes import ProbeSettings, fit_probes, r2_score
+from whatsreal.evaluate.probes import ProbeSettings, few_shot_curve, fit_probes, r2_score
 from whatsreal.evaluate.spectra import spectral_comparison
 from whatsreal.infer.counterfactual import CounterfactualResult, counterfactual_views
 from whatsreal.infer.embed import embed_rows
@@ -325,3 +326,46 @@ def benchmark_goals(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
             for key, text, test in BENCHMARK_GOALS
         }
     return goals
+
+
+#: Galaxy properties of the few-shot curves (seed 001 Fig. 3, on seed 000's modality).
+FEW_SHOT_PARAMS = ("redshift", "r_half", "g_r")
+FEW_SHOT_SIZES = (10, 30, 100, 300, 1000, 3000)
+
+
+def few_shot_latents(
+    model: torch.nn.Module,
+    store: ObservationStore,
+    pairs_train: np.ndarray,
+    pairs_test: np.ndarray,
+    params: Sequence[str] = FEW_SHOT_PARAMS,
+    sizes: Sequence[int] = FEW_SHOT_SIZES,
+    seeds: int = 3,
+    settings: ProbeSettings | None = None,
+    latents: Sequence[str] = ("physics", "instrument"),
+) -> dict[str, dict[str, list[dict]]]:
+    """Probe R² of each property against the number of labelled observations, from each
+    latent: {param: {latent: [{n_labels, r2_mean, r2_std, r2_all}]}}. Labels are drawn from
+    the probe-training galaxies' observations in both surveys (up to 2 x their number);
+    R² is scored on every held-out observation. Sizes above the pool, and params without
+    truth in the store, are left out."""
+    unknown = sorted(set(params) - set(PHYSICS_PARAMS))
+    if unknown:
+        raise ConfigError(
+            f"few-shot properties {unknown} are not galaxy properties; choose from "
+            f"{list(PHYSICS_PARAMS)}"
+        )
+    zt, z = embed_pairs(model, store, pairs_train), embed_pairs(model, store, pairs_test)
+    rows = np.concatenate([pairs_train.T.ravel(), pairs_test.T.ravel()])
+    y = truth_table(store, rows)
+    n_pool = 2 * len(pairs_train)
+    pool, test = np.arange(n_pool), np.arange(n_pool, rows.size)
+    out: dict[str, dict[str, list[dict]]] = {}
+    for p in params:
+        if p not in y:  # no truth for it in this store (real data): nothing to score
+            continue
+        out[p] = {}
+        for lat in latents:
+            x = np.concatenate([*zt[lat], *z[lat]])
+            out[p][lat] = few_shot_curve(x, y[p], pool, test, sizes, seeds, settings)
+    return out

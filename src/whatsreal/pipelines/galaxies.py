@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,9 +24,13 @@ import torch
 from whatsreal.config import build_dataclass, load_config, validate_dataclass
 from whatsreal.errors import ConfigError, ModelFileError, StoreFormatError
 from whatsreal.evaluate.galaxies import (
+    FEW_SHOT_PARAMS,
+    FEW_SHOT_SIZES,
+    PHYSICS_PARAMS,
     counterfactual_with_views,
     evaluate_latents,
     evaluation_pairs,
+    few_shot_latents,
     psf_matched_anchor,
 )
 from whatsreal.evaluate.probes import ProbeSettings
@@ -161,17 +165,26 @@ def evaluate_galaxy_run(
     progress: bool = True,
     out_dir: str | Path | None = None,
     random_encoder: Mapping[str, Any] | None = None,
+    few_shot: Sequence[str] = FEW_SHOT_PARAMS,
+    few_shot_sizes: Sequence[int] = FEW_SHOT_SIZES,
 ) -> dict:
     """Every metric of the galaxy benchmark for one run; with ``write`` also
     ``results.json`` and ``report.html`` (atomically) in ``out_dir``, the run's folder by
     default. Returns the results. ``random_encoder``: the random-init reference's results
     from an earlier call on the same store and architecture, reused instead of recomputed
-    (a benchmark of several runs needs it once)."""
+    (a benchmark of several runs needs it once). ``few_shot``: the properties of the
+    few-shot curves (R² against 10 to 3,000 labels, both latents and the random encoder;
+    empty to skip them)."""
     for name, value in (("n_test", n_test), ("n_probe", n_probe), ("nfe", nfe)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1; got {value}")
     if cf_sources < 0 or grid_sources < 0 or n_samples < 2:
         raise ConfigError("cf_sources and grid_sources must be >= 0, n_samples >= 2")
+    bad = sorted(set(few_shot) - set(PHYSICS_PARAMS))
+    if bad:  # before any work
+        raise ConfigError(
+            f"few_shot: {bad} are not galaxy properties; choose from {list(PHYSICS_PARAMS)}"
+        )
     stage = Stages(quiet=not progress)
     run = load_galaxy_run(run_dir, store)
     model, st = run.model, run.store
@@ -234,7 +247,26 @@ def evaluate_galaxy_run(
         results["random_encoder"] = evaluate_latents(
             random_model, st, pairs_train, pairs_test, True, (a, b), probe, _indent(stage)
         )
+        if few_shot:
+            results["random_encoder"]["few_shot"] = few_shot_latents(
+                random_model,
+                st,
+                pairs_train,
+                pairs_test,
+                few_shot,
+                few_shot_sizes,
+                settings=probe,
+                latents=("physics",),
+            )
         timings["random_encoder_s"] = time.perf_counter() - t
+
+    if few_shot:
+        t = time.perf_counter()
+        stage(f"few-shot curves of {', '.join(few_shot)} from both latents")
+        results["few_shot"] = few_shot_latents(
+            model, st, pairs_train, pairs_test, few_shot, few_shot_sizes, settings=probe
+        )
+        timings["few_shot_s"] = time.perf_counter() - t
 
     examples = GalaxyExamples(views={}, pairs_test=pairs_test)
     if model.fm_weight <= 0:
@@ -348,6 +380,7 @@ class GalaxyTrackConfig:
     cf_sources: int = 8
     n_samples: int = 4
     nfe: int = 10
+    few_shot: tuple[str, ...] = ("redshift",)  # properties of the few-shot curves
 
     limits: ClassVar[dict[str, str]] = {
         "n_sources": ">= 20",
@@ -383,6 +416,7 @@ GALAXY_TRACK_PRESETS: dict[str, dict[str, Any]] = {
         "cf_sources": 64,
         "n_samples": 8,
         "nfe": 20,
+        "few_shot": ("redshift", "r_half", "g_r"),
     },
     "tiny": {
         "n_sources": 120,
@@ -473,6 +507,7 @@ def run_galaxy_track(
         surveys=(cfg.surveys[0], cfg.surveys[1]),
         progress=not quiet,
         out_dir=out,
+        few_shot=cfg.few_shot,
     )
     timings["evaluate_s"] = time.perf_counter() - t
     results["track"] = {
@@ -507,6 +542,16 @@ def galaxy_summary(results: Mapping[str, Any]) -> str:
             f"-> {to}: posterior-mean MSE / noise floor {q['mse_mean_over_floor']:.2f}, "
             f"pixel z {q['z_mean']:.2f} ± {q['z_std']:.2f}"
         )
+    for param, curves in (results.get("few_shot") or {}).items():
+        phys = curves.get("physics") or []
+        if phys:
+            last = phys[-1]
+            inst = {c["n_labels"]: c["r2_mean"] for c in curves.get("instrument", [])}
+            other = inst.get(last["n_labels"], float("nan"))
+            lines.append(
+                f"few-shot R²({param}) at {last['n_labels']} labels: physics latent "
+                f"{last['r2_mean']:.3f}, instrument latent {other:.3f}"
+            )
     return "\n".join(lines)
 
 
