@@ -92,6 +92,11 @@ def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
     assert r["steps"] == 4
     for name in ("physics", "instrument", "physics_hsc_only", "instrument_legacy_only"):
         assert {"mag_i", "r_half", "psf_fwhm", "depth"} <= set(r["probe_r2"][name])
+    assert set(r["random_encoder"]["probe_r2"]) == {
+        "physics",
+        "physics_hsc_only",
+        "physics_legacy_only",
+    }
     ranked = [r["retrieval"], r["random_encoder"]["retrieval"], r["classical_psf_matched"]]
     for ret in ranked:
         for k in ("top1", "recall@10", "a_to_b_recall@1", "b_to_a_recall@1"):

@@ -251,10 +251,12 @@ def evaluate_latents(
     surveys: tuple[str, str] = ("hsc", "legacy"),
     settings: ProbeSettings | None = None,
     log: Callable[[str], None] | None = None,
+    probe_latents: Sequence[str] = ("physics", "instrument"),
 ) -> dict:
     """Cross-survey retrieval in both latent spaces and probe R² of every truth parameter
-    from each latent, pooled and within each survey (``surveys`` names the pair columns),
-    with the leakage either way. ``log`` is told before each probe (they take the time)."""
+    from each latent of ``probe_latents``, pooled and within each survey (``surveys`` names
+    the pair columns), with the leakage either way (each direction whose latent was probed).
+    ``log`` is told before each probe (they take the time)."""
     log = log or (lambda _text: None)
     z = embed_pairs(model, store, pairs_test)
     out: dict = {"retrieval": retrieval(*z["physics"])}
@@ -266,7 +268,7 @@ def evaluate_latents(
     y_te = truth_table(store, pairs_test.T.ravel())
     n_tr, n_te = len(pairs_train), len(pairs_test)
     probes = {}
-    for latent in z:
+    for latent in [k for k in z if k in probe_latents]:
         log(f"probes from the {latent} latent, pooled over {' and '.join(surveys)}")
         probes[latent] = probe_r2(
             np.concatenate(zt[latent]), y_tr, np.concatenate(z[latent]), y_te, settings
@@ -283,13 +285,18 @@ def evaluate_latents(
                 settings,
             )
     out["probe_r2"] = probes
-    phys, inst = probes["physics"], probes["instrument"]
-    out["leakage_instrument_into_physics"] = {k: phys[k] for k in INSTRUMENT_PARAMS if k in phys}
-    for name in surveys:
-        out[f"leakage_instrument_into_physics_{name}_only"] = {
-            k: probes[f"physics_{name}_only"][k] for k in INSTRUMENT_PARAMS if k in phys
+    if "physics" in probes:
+        phys = probes["physics"]
+        out["leakage_instrument_into_physics"] = {
+            k: phys[k] for k in INSTRUMENT_PARAMS if k in phys
         }
-    out["leakage_physics_into_instrument"] = {k: inst[k] for k in PHYSICS_PARAMS if k in inst}
+        for name in surveys:
+            out[f"leakage_instrument_into_physics_{name}_only"] = {
+                k: probes[f"physics_{name}_only"][k] for k in INSTRUMENT_PARAMS if k in phys
+            }
+    if "instrument" in probes:
+        inst = probes["instrument"]
+        out["leakage_physics_into_instrument"] = {k: inst[k] for k in PHYSICS_PARAMS if k in inst}
     return out
 
 

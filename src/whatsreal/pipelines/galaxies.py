@@ -241,11 +241,19 @@ def evaluate_galaxy_run(
         results["random_encoder"] = dict(random_encoder)
     else:
         t = time.perf_counter()
-        stage("the same for a randomly initialised encoder of the same architecture")
+        stage("the same for a randomly initialised physics encoder of the same architecture")
         torch.manual_seed(0)
         random_model = type(model)(**copy.deepcopy(model.config)).eval()
-        results["random_encoder"] = evaluate_latents(
-            random_model, st, pairs_train, pairs_test, True, (a, b), probe, _indent(stage)
+        results["random_encoder"] = evaluate_latents(  # the physics encoder's reference
+            random_model,
+            st,
+            pairs_train,
+            pairs_test,
+            True,
+            (a, b),
+            probe,
+            _indent(stage),
+            probe_latents=("physics",),
         )
         if few_shot:
             results["random_encoder"]["few_shot"] = few_shot_latents(
