@@ -130,3 +130,15 @@ def test_benchmark_goals_known_answers():
     assert g["max_leakage_instrument_into_physics"]["value"] == 0.2
     assert g["worst_posterior_mean_mse_over_floor"]["value"] == 1.4
     assert not g["worst_posterior_mean_mse_over_floor"]["met"]
+
+
+def test_the_progress_bar_names_the_step_budget_not_epoch_minus_two(store, tmp_path, capfd):
+    from dataclasses import replace
+
+    from whatsreal.train.counterfactual import fit_counterfactual
+
+    fit_counterfactual(store, tmp_path / "bar", replace(BASE, max_steps=2, progress=True))
+    shown = capfd.readouterr()
+    text = shown.out + shown.err
+    assert "run ends at step 2" in text
+    assert "/-2" not in text

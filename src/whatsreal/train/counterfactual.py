@@ -332,6 +332,23 @@ class SnapshotCallback(L.Callback):
             pl_module.ema.module.save_pretrained(self.directory / name)
 
 
+def _rich_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("rich") is not None
+
+
+class StepProgressBar(L.pytorch.callbacks.RichProgressBar):
+    """Lightning's rich bar, titled by the step budget: runs here end at ``max_steps`` with
+    no epoch limit, where the stock title reads "Epoch 0/-2"."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        trainer = self.trainer
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        return f"Epoch {current_epoch} (run ends at step {trainer.max_steps})"
+
+
 def default_scale(store: ObservationStore, modality: str, rows: int = 2_000) -> list[float]:
     """Per-channel softening from up to ``rows`` evenly spaced observations of the store."""
     idx = np.linspace(0, store.n_obs - 1, min(rows, store.n_obs)).astype(np.int64)
@@ -450,13 +467,15 @@ def fit_counterfactual(
     cbs: list[L.Callback] = [ckpt, L.pytorch.callbacks.LearningRateMonitor("step")]
     if cfg.snapshot_minutes:
         cbs.append(SnapshotCallback(out / "snapshots", cfg.snapshot_minutes))
+    if cfg.progress and _rich_available():
+        cbs.append(StepProgressBar())
     cbs += callbacks or []
     unused = model.fm_weight <= 0  # the decoder is idle in a contrastive-only run
     strategy = "ddp_find_unused_parameters_true" if unused else "auto"
     trainer = L.Trainer(
         default_root_dir=out,
         max_steps=cfg.max_steps,
-        max_epochs=None,  # max_steps ends the run (-1 would show "Epoch 0/-2")
+        max_epochs=-1,  # max_steps ends the run
         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
         val_check_interval=cfg.val_every,
         check_val_every_n_epoch=None,
