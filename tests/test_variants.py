@@ -142,3 +142,19 @@ def test_the_progress_bar_names_the_step_budget_not_epoch_minus_two(store, tmp_p
     text = shown.out + shown.err
     assert "run ends at step 2" in text
     assert "/-2" not in text
+
+
+def test_save_figure_writes_a_png_atomically_and_closes_the_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from whatsreal.utils import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    out = save_figure(fig, tmp_path / "sub" / "chart.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["chart.png"]  # no temp left

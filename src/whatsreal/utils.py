@@ -50,6 +50,16 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Write a matplotlib figure to ``path`` as PNG, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return atomic_write_with(path, lambda p: fig.savefig(p, dpi=dpi, format="png"))
+    finally:
+        plt.close(fig)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Atomic, pretty-printed JSON write."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

@@ -43,6 +43,7 @@ from whatsreal.evaluate.probes import (
 from whatsreal.infer.embed import embed_rows
 from whatsreal.sampling import SplitSpec, sky_context_rows
 from whatsreal.store import ObservationStore
+from whatsreal.utils import save_figure
 
 __all__ = [
     "CONDITION_PARAMS",
@@ -694,14 +695,8 @@ def separation_goals(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- figure
 def separation_figure(results: Mapping[str, Any], path: str | Path, variant: str | None = None):
     """Write :func:`fig5_figure` of one variant to ``path`` (PNG); returns the path."""
-    import matplotlib.pyplot as plt
-
     fig = fig5_figure(results, variant)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def fig5_figure(results: Mapping[str, Any], variant: str | None = None):

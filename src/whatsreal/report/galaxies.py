@@ -15,6 +15,7 @@ import yaml
 from whatsreal.evaluate.galaxies import PHYSICS_PARAMS
 from whatsreal.report.html import HtmlReport
 from whatsreal.store import ObservationStore
+from whatsreal.utils import save_figure
 
 SECTIONS = (
     "Cross-survey retrieval",
@@ -435,8 +436,4 @@ def benchmark_figure(results: Mapping[str, Any], path: str | Path) -> Path:
     axes[1].set(title="calibration")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -55,6 +55,7 @@ from whatsreal.utils import (
     pid_alive,
     remove_path,
     replace_folder,
+    save_figure,
     sweep_stale_temps,
     temp_sibling,
 )
@@ -807,11 +808,7 @@ def make_figure(
                     fontsize=7,
                 )
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
