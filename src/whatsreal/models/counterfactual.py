@@ -300,6 +300,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         fm_weight: float = 1.0,
         tau: float = 0.1,
         proj_dim: int = 32,
+        projection_head: str = "mlp",
         adversary_weight: float = 0.0,
         n_instruments: int = 0,
         physics_negatives: str = "all",
@@ -338,6 +339,10 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                 f"{instrument_positives!r}"
             )
         self.instrument_positives = instrument_positives
+        if projection_head not in _HEADS:
+            raise ConfigError(
+                f"projection_head must be one of {sorted(_HEADS)}; got {projection_head!r}"
+            )
         if instrument_memory < 0 or not memory_exclusion_deg >= 0:
             raise ConfigError(
                 f"instrument_memory must be >= 0 and memory_exclusion_deg >= 0; got "
@@ -423,8 +428,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         self.null_token = nn.Parameter(torch.zeros(1, 1, token_dim))
         self.type_embedding = nn.Parameter(torch.zeros(2, token_dim)) if type_embedding else None
         if hybrid_weight > 0:
-            self.physics_head = _head(self.latent_dim, proj_dim)
-            self.instrument_head = _head(self.latent_dim, proj_dim)
+            self.physics_head = _HEADS[projection_head](self.latent_dim, proj_dim)
+            self.instrument_head = _HEADS[projection_head](self.latent_dim, proj_dim)
         if self.adversary_weight > 0:
             self.adversary = _head(self.latent_dim, n_instruments)
         if self.disentangle_weight > 0:
@@ -892,6 +897,16 @@ def agreement_loss(a: Tensor, b: Tensor, per_dim: bool = False) -> Tensor:
 
 def _head(dim: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, 2 * out), nn.GELU(), nn.Linear(2 * out, out))
+
+
+# The InfoNCE projection heads (``projection_head``): SimCLR's MLP, a linear map, or none, in
+# which case the InfoNCE terms act on the latent itself, so the latent, not only the head's
+# output, is made invariant to what the positives do not share (issue 10, seventh round).
+_HEADS = {
+    "mlp": _head,
+    "linear": lambda dim, out: nn.Linear(dim, out),
+    "none": lambda dim, out: nn.Identity(),
+}
 
 
 # --------------------------------------------------------------------------- presets
