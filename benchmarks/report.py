@@ -456,6 +456,8 @@ def separation_galaxies(r: dict) -> list[str]:
         "physics": "physics latent",
         "instrument": "instrument latent (own image)",
         "instrument_context": "instrument latent (+ context)",
+        "physics_head": "physics InfoNCE head's output",
+        "instrument_head": "instrument InfoNCE head's output (own image)",
     }
     ref_labels = {
         "random_physics": "random encoder: physics",
@@ -486,6 +488,8 @@ def separation_galaxies(r: dict) -> list[str]:
             for v, e in evaluated.items():
                 per = e["evaluation"]["per_survey"][survey]
                 for key, label in labels.items():
+                    if key not in per:  # head outputs: only where they were probed
+                        continue
                     lines.append(
                         f"| {v}: {label} | "
                         + " | ".join(_cell(per[key].get(c)) for c in cols)

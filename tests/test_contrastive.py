@@ -281,3 +281,24 @@ def test_dual_model_agreement_term_is_in_the_objective():
     assert "agree" in out and float(out["agree"]) > 0
     expect = out["recon"] + out["phys"] + out["inst"] + 0.5 * out["agree"]
     torch.testing.assert_close(out["total"], expect)
+
+
+def test_dual_model_without_projection_heads_contrasts_the_latents_themselves():
+    """projection_head 'none': the star InfoNCE term is the InfoNCE of z_star itself."""
+    from whatsreal.errors import ConfigError
+    from whatsreal.models.contrastive import build_contrastive_model, multi_positive_info_nce
+
+    torch.manual_seed(0)
+    model = build_contrastive_model("tiny", 1, 32, projection_head="none").eval()
+    x = torch.randn(8, 1, 32)
+    source, instrument = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), torch.arange(8) % 2
+    with torch.no_grad():
+        out = model.loss(x, source, instrument)
+        z_phys, z_inst = model.embed(x)
+        want = multi_positive_info_nce(z_phys, source, model.tau)
+    assert float(out["phys"]) == pytest.approx(float(want), rel=1e-5)
+    assert isinstance(model.head_inst, torch.nn.Identity)
+    linear = build_contrastive_model("tiny", 1, 32, projection_head="linear")
+    assert isinstance(linear.head_phys, torch.nn.Linear)
+    with pytest.raises(ConfigError, match="projection_head must be one of"):
+        build_contrastive_model("tiny", 1, 32, projection_head="deep")

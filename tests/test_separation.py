@@ -175,6 +175,8 @@ def test_sky_context_rows_is_the_samplers_rule(sky_store):
         {"instrument_positives": "set_halves", "instrument_negatives": "same_instrument"},
         {"disentangle_weight": 1.0},
         {"disentangle_weight": 1.0, "hybrid_weight": 0.0},
+        {"projection_head": "none"},
+        {"projection_head": "linear"},
     ],
 )
 def test_separation_levers_train(sky_store, one_thread, options):
@@ -200,6 +202,34 @@ def test_separation_levers_train(sky_store, one_thread, options):
         del batch["physics_instrument"]
         with pytest.raises(KeyError, match="physics_instrument"):
             model.loss(batch)
+
+
+def test_without_projection_heads_the_info_nce_acts_on_the_latents(sky_store, one_thread):
+    """projection_head 'none': the instrument InfoNCE term is the grouped InfoNCE of the
+    encoder's own latents (anchors, then views), so the latent itself is what it shapes."""
+    from whatsreal.models.contrastive import multi_positive_info_nce
+
+    torch.manual_seed(0)
+    model = build_counterfactual_model(
+        "tiny", "image", 2, 16, hybrid_weight=1.0, projection_head="none"
+    ).eval()
+    assert isinstance(model.instrument_head, torch.nn.Identity)
+    views = ViewDataset(sky_store, "train", n_instrument=3)
+    batch = collate_views(views.__getitems__(list(range(12))))
+    with torch.no_grad():
+        out = model.loss(batch)
+        enc = model.instrument_encoder
+        za = enc(model.normalize(batch["anchor"])).flatten(1)
+        mask = batch["instrument_mask"].bool()
+        zv = enc(model.normalize(batch["instrument_views"][mask])).flatten(1)
+        owner = torch.arange(12)[:, None].expand_as(mask)[mask]
+        want = multi_positive_info_nce(
+            torch.cat([za, zv]), torch.cat([torch.arange(12), owner]), model.tau
+        )
+    assert out["inst"].item() == pytest.approx(want.item(), rel=1e-4)
+    mlp = build_counterfactual_model("tiny", "image", 2, 16, hybrid_weight=1.0)
+    n_params = sum(p.numel() for p in mlp.parameters()) - sum(p.numel() for p in model.parameters())
+    assert n_params == sum(p.numel() for p in mlp.physics_head.parameters()) * 2
 
 
 def test_set_halves_pair_the_two_halves_of_each_items_context():
@@ -308,6 +338,8 @@ def test_separation_levers_are_validated():
         build_counterfactual_model("tiny", "image", 2, 16, disentangle_weight=-0.5)
     with pytest.raises(ConfigError, match="instrument_positives"):
         build_counterfactual_model("tiny", "image", 2, 16, instrument_positives="pairs")
+    with pytest.raises(ConfigError, match="projection_head must be one of"):
+        build_counterfactual_model("tiny", "image", 2, 16, projection_head="deep")
 
 
 @pytest.fixture(scope="module")
@@ -370,6 +402,40 @@ def test_evaluate_separation_end_to_end(galaxy_store, tmp_path, one_thread):
     tiny_split = SeparationSettings(splits={"val": 0.05, "test": 0.01, "seed": 0})
     with pytest.raises(ValueError, match="at least 10"):
         evaluate_separation(store, {}, None, tiny_split)
+
+
+def test_separation_probes_the_projection_heads_outputs_when_asked(galaxy_store, one_thread):
+    """head_outputs: the heads' outputs are probed and named beside the latents; a model
+    without heads (projection_head 'none') has nothing extra to probe."""
+    from whatsreal.evaluate.separation import _galaxy_sets, _latents
+
+    settings = SeparationSettings(
+        n_probe_train=60,
+        n_test=30,
+        k_context=2,
+        references=False,
+        head_outputs=True,
+        probe=FAST,
+        splits={"val": 0.05, "test": 0.3, "seed": 0},
+    )
+    mlp = build_counterfactual_model("tiny", "image", 4, 48, hybrid_weight=1.0).eval()
+    none = build_counterfactual_model(
+        "tiny", "image", 4, 48, hybrid_weight=1.0, projection_head="none"
+    ).eval()
+    ev = evaluate_separation(galaxy_store, {"mlp": mlp, "none": none}, None, settings, False)
+    heads = {"physics", "instrument", "instrument_context", "physics_head", "instrument_head"}
+    assert set(ev["models"]["mlp"]["per_survey"]["hsc"]) == heads
+    assert set(ev["models"]["mlp"]["survey_identity"]) == heads - {"instrument_context"}
+    assert set(ev["models"]["none"]["per_survey"]["hsc"]) == {
+        "physics",
+        "instrument",
+        "instrument_context",
+    }
+    rows = _galaxy_sets(galaxy_store, settings)["test"][:, 0]
+    z = _latents(mlp, galaxy_store, rows, np.full((rows.size, 1), -1), heads=True)
+    with torch.no_grad():
+        want = mlp.physics_head(torch.from_numpy(z["physics"])).numpy()
+    np.testing.assert_allclose(z["physics_head"], want, rtol=1e-5, atol=1e-6)
 
 
 # -- light curves ---------------------------------------------------------------------------

@@ -96,6 +96,9 @@ class SeparationSettings:
     reference_lr: float = 1e-3
     reference_backbone: str = "resnet18"
     references: bool = True
+    # also probe the InfoNCE projection heads' outputs (physics_head, instrument_head), the
+    # space the contrastive terms act on: a diagnostic of where the invariance sits
+    head_outputs: bool = False
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     splits: SplitSpec = field(default_factory=SplitSpec)
     seed: int = 0
@@ -428,19 +431,34 @@ def _galaxy_sets(store: ObservationStore, s: SeparationSettings) -> dict[str, np
     return out
 
 
-def _latents(model: nn.Module, store: ObservationStore, rows: np.ndarray, context: np.ndarray):
-    """physics, instrument (own image) and instrument_context (pooled) latents of rows."""
+def _latents(
+    model: nn.Module,
+    store: ObservationStore,
+    rows: np.ndarray,
+    context: np.ndarray,
+    heads: bool = False,
+):
+    """physics, instrument (own image) and instrument_context (pooled) latents of rows; with
+    ``heads``, also the projection heads' outputs of the own-image latents (when the model
+    has heads that are not the identity)."""
     uniq = np.unique(np.concatenate([rows, context[context >= 0]]))
     z = embed_rows(model, store, uniq, batch_size=256)
     pos = np.full(store.n_obs, -1, dtype=np.int64)
     pos[uniq] = np.arange(uniq.size)
     own = pos[rows]
     ctx = np.where(context >= 0, pos[np.maximum(context, 0)], -1)
-    return {
+    out = {
         "physics": z["physics"][own],
         "instrument": z["instrument"][own],
         "instrument_context": pool_context(z["instrument"], own, ctx),
     }
+    for key in ("physics", "instrument") if heads else ():
+        head = getattr(model, f"{key}_head", None)
+        if head is None or isinstance(head, nn.Identity):
+            continue
+        with torch.inference_mode():
+            out[f"{key}_head"] = head(torch.from_numpy(out[key])).numpy()
+    return out
 
 
 def _targets(store: ObservationStore, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -584,17 +602,19 @@ def evaluate_separation(
     out_models: dict[str, Any] = {}
     for mname, model in models.items():
         say(f"{mname}: latents and probes")
-        z = {name: _latents(model, store, rows[name], context[name]) for name in s.surveys}
+        z = {
+            name: _latents(model, store, rows[name], context[name], s.head_outputs)
+            for name in s.surveys
+        }
         res: dict[str, Any] = {"per_survey": {}}
         for name in s.surveys:
             res["per_survey"][name] = {
-                latent: probes_for(z[name][latent], name)
-                for latent in ("physics", "instrument", "instrument_context")
+                latent: probes_for(z[name][latent], name) for latent in z[name]
             }
         # survey identity, pooled over surveys
         codes = np.arange(len(s.surveys))
         res["survey_identity"] = {}
-        for latent in ("physics", "instrument"):
+        for latent in [k for k in z[s.surveys[0]] if k != "instrument_context"]:
             x_tr = np.concatenate([z[name][latent][:n_tr] for name in s.surveys])
             x_te = np.concatenate([z[name][latent][n_tr:] for name in s.surveys])
             s_tr, s_te = np.repeat(codes, n_tr), np.repeat(codes, n_te)

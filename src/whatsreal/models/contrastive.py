@@ -170,6 +170,17 @@ def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
 
 
+# The InfoNCE projection heads, by name (``projection_head``; builders of (in, hidden, out)):
+# SimCLR's MLP (seed 001's), a linear map, or none. With none the InfoNCE terms act on the
+# latent itself, so the latent, not only the head's output, becomes invariant to what the
+# positives do not share (issue 10, seventh round).
+PROJECTION_HEADS = {
+    "mlp": _mlp,
+    "linear": lambda in_dim, hidden, out_dim: nn.Linear(in_dim, out_dim),
+    "none": lambda in_dim, hidden, out_dim: nn.Identity(),
+}
+
+
 class _Decoder(nn.Module):
     """MLP from the fused vector to a (C, T) series; tied to the training length T."""
 
@@ -223,8 +234,14 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         adversary_weight: float = 0.0,
         n_instruments: int = 0,
         agreement_weight: float = 0.0,
+        projection_head: str = "mlp",
     ) -> None:
         super().__init__()
+        if projection_head not in PROJECTION_HEADS:
+            raise ConfigError(
+                f"projection_head must be one of {sorted(PROJECTION_HEADS)}; got "
+                f"{projection_head!r}"
+            )
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         if not tau > 0:
@@ -260,8 +277,8 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         self.weights = {"recon": recon_weight, "phys": phys_weight, "inst": inst_weight}
         self.encoder_phys = ConformerEncoder(**enc)
         self.encoder_inst = ConformerEncoder(**enc)
-        self.head_phys = _mlp(latent_dim, proj_hidden, proj_dim)
-        self.head_inst = _mlp(latent_dim, proj_hidden, proj_dim)
+        self.head_phys = PROJECTION_HEADS[projection_head](latent_dim, proj_hidden, proj_dim)
+        self.head_inst = PROJECTION_HEADS[projection_head](latent_dim, proj_hidden, proj_dim)
         self.g_phys = _mlp(latent_dim, g_hidden, fusion_dim)
         self.g_inst = _mlp(latent_dim, g_hidden, fusion_dim)
         self.decoder = _Decoder(fusion_dim, decoder_hidden, in_channels, length)

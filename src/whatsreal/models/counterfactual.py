@@ -34,7 +34,11 @@ from torch import Tensor, nn
 from whatsreal.errors import ConfigError
 from whatsreal.models.base import PretrainedMixin, constructor_args, register_model
 from whatsreal.models.conformer import ConformerEncoder, sinusoidal_time_encoding
-from whatsreal.models.contrastive import multi_positive_info_nce, reverse_gradient
+from whatsreal.models.contrastive import (
+    PROJECTION_HEADS,
+    multi_positive_info_nce,
+    reverse_gradient,
+)
 from whatsreal.models.flow import Solver, integrate, sample_t
 
 __all__ = [
@@ -339,9 +343,10 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                 f"{instrument_positives!r}"
             )
         self.instrument_positives = instrument_positives
-        if projection_head not in _HEADS:
+        if projection_head not in PROJECTION_HEADS:
             raise ConfigError(
-                f"projection_head must be one of {sorted(_HEADS)}; got {projection_head!r}"
+                f"projection_head must be one of {sorted(PROJECTION_HEADS)}; got "
+                f"{projection_head!r}"
             )
         if instrument_memory < 0 or not memory_exclusion_deg >= 0:
             raise ConfigError(
@@ -428,8 +433,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         self.null_token = nn.Parameter(torch.zeros(1, 1, token_dim))
         self.type_embedding = nn.Parameter(torch.zeros(2, token_dim)) if type_embedding else None
         if hybrid_weight > 0:
-            self.physics_head = _HEADS[projection_head](self.latent_dim, proj_dim)
-            self.instrument_head = _HEADS[projection_head](self.latent_dim, proj_dim)
+            head = PROJECTION_HEADS[projection_head]  # seed 001's MLP by default
+            self.physics_head = head(self.latent_dim, 2 * proj_dim, proj_dim)
+            self.instrument_head = head(self.latent_dim, 2 * proj_dim, proj_dim)
         if self.adversary_weight > 0:
             self.adversary = _head(self.latent_dim, n_instruments)
         if self.disentangle_weight > 0:
@@ -897,16 +903,6 @@ def agreement_loss(a: Tensor, b: Tensor, per_dim: bool = False) -> Tensor:
 
 def _head(dim: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, 2 * out), nn.GELU(), nn.Linear(2 * out, out))
-
-
-# The InfoNCE projection heads (``projection_head``): SimCLR's MLP, a linear map, or none, in
-# which case the InfoNCE terms act on the latent itself, so the latent, not only the head's
-# output, is made invariant to what the positives do not share (issue 10, seventh round).
-_HEADS = {
-    "mlp": _head,
-    "linear": lambda dim, out: nn.Linear(dim, out),
-    "none": lambda dim, out: nn.Identity(),
-}
 
 
 # --------------------------------------------------------------------------- presets
