@@ -379,6 +379,10 @@ def test_evaluate_separation_end_to_end(galaxy_store, tmp_path, one_thread):
     results = {"variants": {"m": {"evaluation": m}}, "shared": ev["shared"]}
     goals = separation_goals(results)["m"]
     assert all(isinstance(g["met"], bool) for g in goals.values())
+    for name, latent in (("own image", "instrument"), ("+ context", "instrument_context")):
+        g = goals[f"hsc: instrument latent ({name}) R²(mag_i) <= 0.3"]
+        assert g["value"] == m["per_survey"]["hsc"][latent]["mag_i"]
+        assert g["met"] == (g["value"] <= 0.3)
     json.dumps(goals)  # plain types only
     # a partial-overlap variant is judged against its full-overlap twin (issue 12, item 5)
     half = copy.deepcopy(m)

@@ -662,18 +662,23 @@ def separation_goals(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 val = per["instrument_context"][k]
                 ceil = ceiling.get(k, math.nan)
                 need = 0.7 * ceil if ceil < 0.5 / 0.7 else max(0.7 * ceil, 0.5)
-                g[f"{survey}: instrument latent R²({k}) >= max(0.7 x ceiling, 0.5)"] = {
+                label = f"{survey}: instrument latent (+ context) R²({k})"
+                g[f"{label} >= max(0.7 x ceiling, 0.5)"] = {
                     "value": val,
                     "goal": f">= {need:.2f} (ceiling {ceil:.2f})",
                     "met": bool(val >= need),
                 }
-            for k in ("mag_i", "r_half"):
-                val = per["instrument"][k]
-                g[f"{survey}: instrument latent R²({k}) <= 0.3"] = {
-                    "value": val,
-                    "goal": "<= 0.3",
-                    "met": bool(val <= 0.3),
-                }
+            # the galaxy's leakage, judged on both: the own-image latent (the strict reading)
+            # and the context-pooled one (what the model conditions on, and what the
+            # condition goals above are judged on)
+            for latent, name in (("instrument", "own image"), ("instrument_context", "+ context")):
+                for k in ("mag_i", "r_half"):
+                    val = per[latent][k]
+                    g[f"{survey}: instrument latent ({name}) R²({k}) <= 0.3"] = {
+                        "value": val,
+                        "goal": "<= 0.3",
+                        "met": bool(val <= 0.3),
+                    }
             leak = max(per["physics"][k] for k in LEAKAGE_CONDITIONS if k in per["physics"])
             g[f"{survey}: physics latent max R²(conditions) <= 0.1"] = {
                 "value": leak,
