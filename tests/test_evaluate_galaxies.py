@@ -70,8 +70,10 @@ def _finite(d, path=""):
 def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
     run, _ = galaxy_run
     args = ["evaluate", "--run", str(run), *FAST, "--probe-steps", "10", "--few-shot", "r_half"]
+    args += ["--morphology", "4", "--morphology-minutes", "0.01"]
     assert main(args) == 0
     out = capsys.readouterr().out
+    assert "morphology (hsc ellipticity regressor" in out
     assert f"report -> {run / 'report.html'}" in out and "top-1" in out
     assert "few-shot R²(r_half) at 100 labels" in out
     r = json.loads((run / "results.json").read_text())
@@ -127,6 +129,9 @@ def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
         100,
     ]
     assert "Few-shot learning" in page and "Few-shot: r_half" in page
+    assert set(r["morphology"]) == {"hsc", "legacy"} and "Morphology test" in page
+    for m in r["morphology"].values():
+        assert m["n_test"] == 4 and set(m["counterfactual"]) == {"e1", "e2", "mean"}
     assert ("Latent maps" in page) == (r["n_test_pairs"] >= 20)  # UMAPs from 20 galaxies on
     for text in ("physics view", "instrument views", "posterior mean", "Probes within each"):
         assert text in page

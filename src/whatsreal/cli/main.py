@@ -256,6 +256,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from whatsreal.evaluate.morphology import MorphologySettings
     from whatsreal.evaluate.probes import ProbeSettings
     from whatsreal.pipelines.galaxies import evaluate_galaxy_run, galaxy_summary
 
@@ -270,6 +271,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         probe=ProbeSettings(steps=args.probe_steps),
         progress=not args.quiet,
         few_shot=[p for p in args.few_shot.split(",") if p],
+        morphology=args.morphology,
+        morphology_settings=MorphologySettings(minutes=args.morphology_minutes),
     )
     lines = [galaxy_summary(r)]
     run = Path(args.run)
@@ -655,6 +658,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="redshift,r_half,g_r",
         help="comma-separated properties of the few-shot curves, 10 to 3,000 labels "
         "(default redshift,r_half,g_r; '' skips them)",
+    )
+    ev.add_argument(
+        "--morphology",
+        type=_whole(0, "--morphology"),
+        default=0,
+        help="held-out galaxies per direction of seed 000's morphology test: an ellipticity "
+        "ResNet trained on real target images, scored on real and counterfactual ones "
+        "(default 0 skips it)",
+    )
+    ev.add_argument(
+        "--morphology-minutes",
+        type=float,
+        default=3.0,
+        help="wall-clock minutes of the morphology regressor, per direction (default 3)",
     )
     ev.add_argument("--store", help="the run's store, if it moved since training")
     ev.add_argument("--quiet", action="store_true", help="no progress")

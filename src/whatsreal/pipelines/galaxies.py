@@ -167,6 +167,8 @@ def evaluate_galaxy_run(
     random_encoder: Mapping[str, Any] | None = None,
     few_shot: Sequence[str] = FEW_SHOT_PARAMS,
     few_shot_sizes: Sequence[int] = FEW_SHOT_SIZES,
+    morphology: int = 0,
+    morphology_settings: Any = None,
 ) -> dict:
     """Every metric of the galaxy benchmark for one run; with ``write`` also
     ``results.json`` and ``report.html`` (atomically) in ``out_dir``, the run's folder by
@@ -174,7 +176,11 @@ def evaluate_galaxy_run(
     from an earlier call on the same store and architecture, reused instead of recomputed
     (a benchmark of several runs needs it once). ``few_shot``: the properties of the
     few-shot curves (R² against 10 to 3,000 labels, both latents and the random encoder;
-    empty to skip them)."""
+    empty to skip them). ``morphology``: held-out galaxies per direction of seed 000's
+    morphology test (:func:`whatsreal.evaluate.morphology.morphology_test`; 0 skips it),
+    with ``morphology_settings`` (MorphologySettings) for its regressor."""
+    if morphology < 0:
+        raise ConfigError(f"morphology must be >= 0 (0 skips it); got {morphology}")
     for name, value in (("n_test", n_test), ("n_probe", n_probe), ("nfe", nfe)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1; got {value}")
@@ -221,6 +227,7 @@ def evaluate_galaxy_run(
             "cf_sources": cf_sources,
             "n_samples": n_samples,
             "nfe": nfe,
+            "morphology": morphology,
             "splits": asdict(run.splits),
         },
     }
@@ -297,6 +304,23 @@ def evaluate_galaxy_run(
             results["counterfactual"][to] = q
             examples.views[to] = _first(res, grid_sources)
         timings["counterfactual_s"] = time.perf_counter() - t
+    if morphology and model.fm_weight > 0:
+        from whatsreal.evaluate.morphology import morphology_test
+
+        t = time.perf_counter()
+        results["morphology"] = {}
+        for cols, to in (([0, 1], a), ([1, 0], b)):
+            stage(f"morphology test: {to} ellipticities, real against counterfactual")
+            results["morphology"][to] = morphology_test(
+                model,
+                st,
+                run.splits,
+                pairs_test[:morphology][:, cols],
+                to,
+                morphology_settings,
+                _indent(stage),
+            )
+        timings["morphology_s"] = time.perf_counter() - t
     results["timings"] = {k: round(v, 2) for k, v in timings.items()}
 
     if write:
@@ -563,6 +587,12 @@ def galaxy_summary(results: Mapping[str, Any]) -> str:
                 f"few-shot R²({param}) at {last['n_labels']} labels: physics latent "
                 f"{last['r2_mean']:.3f}, instrument latent {other:.3f}"
             )
+    for to, m in (results.get("morphology") or {}).items():
+        lines.append(
+            f"morphology ({to} ellipticity regressor, mean R² of e1, e2): real "
+            f"{m['real']['mean']:.3f}, counterfactual {m['counterfactual']['mean']:.3f}, "
+            f"other survey as is {m['other_as_is']['mean']:.3f}"
+        )
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ SECTIONS = (
     "Calibration",
     "Probes within each survey",
     "Few-shot learning",
+    "Morphology test",
     "Leakage",
     "Run details",
 )
@@ -235,7 +236,29 @@ def write_galaxy_report(
                 ["input", *[f"{c['n_labels']} labels" for c in next(iter(lines.values()))]],
             )
 
-    rep.heading(SECTIONS[5])
+    morph = results.get("morphology") or {}
+    if morph:
+        rep.heading(SECTIONS[5])
+        rep.text(
+            "Seed 000 Fig. 3 (right): a ResNet ellipticity regressor trained on real images "
+            "of the target survey, applied without retraining to real target images of "
+            "held-out galaxies, to counterfactual target images generated from the other "
+            "survey's images of the same galaxies (every sample scored), and to the other "
+            "survey's images as they are. The seed reports R² 0.82 (real) and 0.81 "
+            "(generated)."
+        )
+        rows = []
+        for to, m in morph.items():
+            for key, label in (
+                ("real", "real target images"),
+                ("counterfactual", "counterfactual target images"),
+                ("other_as_is", "the other survey's images, as they are"),
+            ):
+                rows.append([to, label, *[m[key][p] for p in (*m["params"], "mean")]])
+        first = next(iter(morph.values()))
+        rep.table(rows, ["target", "input", *[f"R² {p}" for p in first["params"]], "mean R²"])
+
+    rep.heading(SECTIONS[6])
     rep.text(
         "Instrument parameters predicted from the physics latent (want ≈ 0), pooled over "
         "both surveys and within each; physics parameters from the instrument latent."
@@ -253,7 +276,7 @@ def write_galaxy_report(
         ["leakage", "parameter", "R²"],
     )
 
-    rep.heading(SECTIONS[6])
+    rep.heading(SECTIONS[7])
     rep.table([[k, v] for k, v in results["timings"].items()], ["stage", "seconds"])
     rep.parts.append(f"<pre>{yaml.safe_dump(results['settings'], sort_keys=False)}</pre>")
     return rep.write(path)
