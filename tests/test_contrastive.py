@@ -294,7 +294,7 @@ def test_dual_model_without_projection_heads_contrasts_the_latents_themselves():
     source, instrument = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), torch.arange(8) % 2
     with torch.no_grad():
         out = model.loss(x, source, instrument)
-        z_phys, z_inst = model.embed(x)
+        z_phys, _ = model.embed(x)
         want = multi_positive_info_nce(z_phys, source, model.tau)
     assert float(out["phys"]) == pytest.approx(float(want), rel=1e-5)
     assert isinstance(model.head_inst, torch.nn.Identity)
