@@ -790,6 +790,11 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
         "issues 10 and 11)",
         evaluate_kept,
     ),
+    "evaluate_staged_heads": (
+        "Galaxy counterfactuals and morphology with the MLP projection heads, the control "
+        "(`whatsreal evaluate`, issue 10)",
+        evaluate_kept,
+    ),
     "evaluate_staged_per_band": (
         "Galaxy counterfactuals of the fourth round's levers (`whatsreal evaluate`, issue 10)",
         evaluate_kept,
@@ -808,6 +813,10 @@ DEFAULT_COMMANDS = {
     "galaxies": "python benchmarks/galaxies.py --minutes 15",
     "evaluate_staged_nohead": "whatsreal evaluate --run "
     "benchmarks/_data/separation_runs/staged_nohead --n-test 500 --n-probe 1000 "
+    "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot '' --morphology 200 "
+    "--morphology-minutes 3",
+    "evaluate_staged_heads": "whatsreal evaluate --run "
+    "benchmarks/_data/separation_runs/staged_heads --n-test 500 --n-probe 1000 "
     "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot '' --morphology 200 "
     "--morphology-minutes 3",
     "evaluate_staged_per_band": "whatsreal evaluate --run "
