@@ -8,6 +8,18 @@ import pytest
 from whatsreal.store import StoreWriter
 
 
+def simulated_galaxy_store(tmp_path_factory, name: str, n: int, seed: int):
+    """A paired HSC x Legacy store of ``n`` simulated galaxies (one worker, no progress)."""
+    from whatsreal.pairing import build_pairing
+    from whatsreal.simulate.galaxies import simulate_galaxies
+    from whatsreal.store import ObservationStore
+
+    path = tmp_path_factory.mktemp(name) / "gal.store"
+    simulate_galaxies(path, n=n, surveys=("hsc", "legacy"), seed=seed, workers=1, progress=False)
+    build_pairing(ObservationStore(path))
+    return ObservationStore(path)
+
+
 def write_image_store(path, n_sources=200, shape=(4, 8, 8), seed=0, positions=True, drop=0.0):
     """Two instruments over the same sources on a small sky patch; returns the path."""
     rng = np.random.default_rng(seed)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import simulated_galaxy_store
 from whatsreal.errors import ConfigError
 from whatsreal.evaluate.galaxies import evaluation_pairs, few_shot_latents
 from whatsreal.evaluate.probes import ProbeSettings
@@ -27,14 +28,7 @@ class FluxAndNoise(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from whatsreal.pairing import build_pairing
-    from whatsreal.simulate.galaxies import simulate_galaxies
-    from whatsreal.store import ObservationStore
-
-    path = tmp_path_factory.mktemp("fewshot") / "gal.store"
-    simulate_galaxies(path, n=300, surveys=("hsc", "legacy"), seed=5, workers=1, progress=False)
-    build_pairing(ObservationStore(path))
-    return ObservationStore(path)
+    return simulated_galaxy_store(tmp_path_factory, "fewshot", n=300, seed=5)
 
 
 def test_few_shot_curves_know_a_good_latent_from_noise(store, one_thread):

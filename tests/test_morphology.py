@@ -6,26 +6,20 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import simulated_galaxy_store
 from whatsreal.errors import ConfigError
 from whatsreal.evaluate import morphology as morph
 from whatsreal.evaluate.galaxies import evaluation_pairs
 from whatsreal.infer.counterfactual import CounterfactualResult
 from whatsreal.models.counterfactual import build_counterfactual_model
-from whatsreal.pairing import build_pairing
 from whatsreal.sampling import SplitSpec
-from whatsreal.store import ObservationStore
 
 FAST = morph.MorphologySettings(minutes=0.02, backbone="resnet10t", n_samples=2, nfe=2)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from whatsreal.simulate.galaxies import simulate_galaxies
-
-    path = tmp_path_factory.mktemp("morph") / "gal.store"
-    simulate_galaxies(path, n=120, surveys=("hsc", "legacy"), seed=5, workers=1, progress=False)
-    build_pairing(ObservationStore(path))
-    return ObservationStore(path)
+    return simulated_galaxy_store(tmp_path_factory, "morph", n=120, seed=5)
 
 
 SPLITS = SplitSpec(val=0.05, test=0.3, seed=0)

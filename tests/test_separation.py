@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import simulated_galaxy_store
 from whatsreal.evaluate.probes import ProbeSettings
 from whatsreal.evaluate.separation import (
     SeparationSettings,
@@ -344,12 +345,7 @@ def test_separation_levers_are_validated():
 
 @pytest.fixture(scope="module")
 def galaxy_store(tmp_path_factory):
-    from whatsreal.simulate.galaxies import simulate_galaxies
-
-    path = tmp_path_factory.mktemp("sep") / "gal.store"
-    simulate_galaxies(path, n=240, surveys=("hsc", "legacy"), seed=3, workers=1, progress=False)
-    build_pairing(ObservationStore(path))
-    return ObservationStore(path)
+    return simulated_galaxy_store(tmp_path_factory, "sep", n=240, seed=3)
 
 
 def test_evaluate_separation_end_to_end(galaxy_store, tmp_path, one_thread):
