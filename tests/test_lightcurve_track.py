@@ -52,6 +52,17 @@ def test_tiny_training_lowers_validation_loss(tmp_path):
     assert not model.training
 
 
+def test_demo_preset_trains_fixed_steps_so_the_load_cannot_change_its_figures():
+    """Issue 11: the demo's comparisons are at equal steps, and its dual model trains a fixed
+    number of steps (a wall-clock budget gave 234 steps idle and 42 on a loaded machine)."""
+    from whatsreal.pipelines.lightcurves import track_config
+
+    cfg = track_config("demo")
+    assert cfg.train.max_steps == 240 and cfg.train.max_minutes is None
+    assert cfg.equal_steps
+    assert track_config("demo", train={"max_minutes": 1.0}).train.max_steps == 240
+
+
 def test_demo_tiny_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--track", "lightcurves", "--preset", "tiny", "--out", str(out)]) == 0

@@ -233,6 +233,57 @@ def test_without_projection_heads_the_info_nce_acts_on_the_latents(sky_store, on
     assert n_params == sum(p.numel() for p in mlp.physics_head.parameters()) * 2
 
 
+def test_single_latent_model_is_the_physics_encoder_and_its_info_nce_alone(
+    sky_store, one_thread, tmp_path
+):
+    """single_latent: the galaxy single-latent baseline. Its loss is the physics InfoNCE of
+    (anchor, physics views) by source and nothing else; it has no instrument encoder and no
+    decoder, embeds to one latent, and makes no counterfactuals."""
+    from whatsreal.errors import ConfigError
+    from whatsreal.models.base import load_pretrained
+    from whatsreal.models.contrastive import multi_positive_info_nce
+
+    torch.manual_seed(0)
+    model = build_counterfactual_model(
+        "tiny", "image", 2, 16, single_latent=True, hybrid_weight=2.0, fm_weight=0.0
+    ).eval()
+    assert model.instrument_encoder is None and not hasattr(model, "instrument_head")
+    dual = build_counterfactual_model("tiny", "image", 2, 16, hybrid_weight=2.0)
+    expected = sum(p.numel() for p in dual.physics_encoder.parameters()) + sum(
+        p.numel() for p in dual.physics_head.parameters()
+    )
+    expected += dual.null_token.numel()
+    assert sum(p.numel() for p in model.parameters()) == expected
+    views = ViewDataset(sky_store, "train", n_instrument=3)
+    batch = collate_views(views.__getitems__(list(range(12))))
+    with torch.no_grad():
+        out = model.loss(batch)
+        enc, head = model.physics_encoder, model.physics_head
+        za = enc(model.normalize(batch["anchor"])).flatten(1)
+        mask = batch["physics_mask"].bool()
+        zv = enc(model.normalize(batch["physics"][mask])).flatten(1)
+        owner = torch.arange(12)[:, None].expand_as(mask)[mask]
+        want = multi_positive_info_nce(
+            head(torch.cat([za, zv])), torch.cat([torch.arange(12), owner]), model.tau
+        )
+    assert out["phys"].item() == pytest.approx(want.item(), rel=1e-4)
+    assert out["inst"].item() == 0.0 and "fm" not in out
+    assert out["total"].item() == pytest.approx(2.0 * want.item(), rel=1e-4)
+    z = model.embed(batch["anchor"])
+    assert torch.is_tensor(z) and z.shape == (12, model.latent_dim)
+    with pytest.raises(ConfigError, match="no counterfactuals"):
+        model.counterfactual(batch["physics"][:2], n_samples=1, nfe=1)
+    model.save_pretrained(tmp_path / "single")
+    back = load_pretrained(tmp_path / "single").eval()
+    assert back.single_latent and torch.equal(back.embed(batch["anchor"]), z)
+    for bad in (
+        {"fm_weight": 1.0},
+        {"fm_weight": 0.0, "hybrid_weight": 0.0, "agreement_weight": 1.0},
+    ):
+        with pytest.raises(ConfigError, match="single_latent"):
+            build_counterfactual_model("tiny", "image", 2, 16, single_latent=True, **bad)
+
+
 def test_set_halves_pair_the_two_halves_of_each_items_context():
     from whatsreal.models.counterfactual import _set_halves
 
@@ -431,6 +482,24 @@ def test_separation_probes_the_projection_heads_outputs_when_asked(galaxy_store,
         "instrument",
         "instrument_context",
     }
+    # a single-latent model: one latent, judged on its own (no instrument goals)
+    single = build_counterfactual_model(
+        "tiny", "image", 4, 48, single_latent=True, hybrid_weight=1.0, fm_weight=0.0
+    ).eval()
+    one = evaluate_separation(galaxy_store, {"s": single}, None, settings, False)["models"]["s"]
+    assert one["space"] == "latent" and set(one["per_survey"]["hsc"]) == {"latent", "latent_head"}
+    assert set(one["survey_identity"]) == {"latent", "latent_head"}
+    results = {"variants": {"s": {"evaluation": one}}, "shared": ev["shared"]}
+    goals = separation_goals(results)["s"]
+    assert not [k for k in goals if "instrument latent" in k]
+    acc = goals["single latent survey-identity accuracy <= 0.65"]
+    assert acc["value"] == one["survey_identity"]["latent"]["accuracy"]
+    assert "retrieval top1 >= 0.85" in goals
+    from whatsreal.evaluate.separation import fig5_figure
+
+    fig = fig5_figure(results)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[0] == "single latent" and "physics latent" not in labels
     rows = _galaxy_sets(galaxy_store, settings)["test"][:, 0]
     z = _latents(mlp, galaxy_store, rows, np.full((rows.size, 1), -1), heads=True)
     with torch.no_grad():

@@ -832,7 +832,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", default="demo", help="demo (about 12 min on 2 cores for both), paper, tiny"
     )
     demo.add_argument(
-        "--minutes", type=_positive, help="training budget per light-curve model, in minutes"
+        "--minutes",
+        type=_positive,
+        help="wall-clock cap on the light-curve dual model's training, in minutes (the "
+        "presets train fixed steps; a cap makes the figures depend on the machine's load)",
     )
     demo.set_defaults(handler=_demo)
     return parser

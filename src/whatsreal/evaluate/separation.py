@@ -440,12 +440,21 @@ def _latents(
 ):
     """physics, instrument (own image) and instrument_context (pooled) latents of rows; with
     ``heads``, also the projection heads' outputs of the own-image latents (when the model
-    has heads that are not the identity)."""
-    uniq = np.unique(np.concatenate([rows, context[context >= 0]]))
+    has heads that are not the identity). A single-latent model gives ``{"latent": ...}``
+    (and ``latent_head``)."""
+    single = bool(getattr(model, "single_latent", False))
+    uniq = np.unique(rows if single else np.concatenate([rows, context[context >= 0]]))
     z = embed_rows(model, store, uniq, batch_size=256)
     pos = np.full(store.n_obs, -1, dtype=np.int64)
     pos[uniq] = np.arange(uniq.size)
     own = pos[rows]
+    if "latent" in z:
+        out = {"latent": z["latent"][own]}
+        head = getattr(model, "physics_head", None) if heads else None
+        if head is not None and not isinstance(head, nn.Identity):
+            with torch.inference_mode():
+                out["latent_head"] = head(torch.from_numpy(out["latent"])).numpy()
+        return out
     ctx = np.where(context >= 0, pos[np.maximum(context, 0)], -1)
     out = {
         "physics": z["physics"][own],
@@ -606,7 +615,8 @@ def evaluate_separation(
             name: _latents(model, store, rows[name], context[name], s.head_outputs)
             for name in s.surveys
         }
-        res: dict[str, Any] = {"per_survey": {}}
+        space = "physics" if "physics" in z[s.surveys[0]] else "latent"  # what retrieval uses
+        res: dict[str, Any] = {"per_survey": {}, "space": space}
         for name in s.surveys:
             res["per_survey"][name] = {
                 latent: probes_for(z[name][latent], name) for latent in z[name]
@@ -627,12 +637,12 @@ def evaluate_separation(
                 keep = [k for k in TRANSFER_PARAMS if k in y[a]]
                 ya_tr, _ = _split_targets({k: y[a][k] for k in keep}, n_tr)
                 yb_tr, yb_te = _split_targets({k: y[b][k] for k in keep}, n_tr)
-                za, zb = z[a]["physics"], z[b]["physics"]
+                za, zb = z[a][space], z[b][space]
                 res["transfer"][f"{a}->{b}"] = cross_survey_transfer(
                     za[:n_tr], ya_tr, zb[:n_tr], yb_tr, zb[n_tr:], yb_te, probe, s.seed
                 )
         a, b = s.surveys[:2]
-        res["retrieval"] = retrieval(z[a]["physics"][n_tr:], z[b]["physics"][n_tr:])
+        res["retrieval"] = retrieval(z[a][space][n_tr:], z[b][space][n_tr:])
         out_models[mname] = res
     if shared is None:
         fresh["seconds"] = round(time.perf_counter() - t_start, 1)
@@ -656,9 +666,11 @@ def separation_goals(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if not ev:
             continue
         g: dict[str, Any] = {}
+        space = ev.get("space", "physics")
+        name_of = "physics latent" if space == "physics" else "single latent"
         for survey, per in ev["per_survey"].items():
             ceiling = shared[survey].get("same_survey_resnet", {})
-            for k in GOAL_CONDITIONS:
+            for k in GOAL_CONDITIONS if "instrument_context" in per else ():
                 val = per["instrument_context"][k]
                 ceil = ceiling.get(k, math.nan)
                 need = 0.7 * ceil if ceil < 0.5 / 0.7 else max(0.7 * ceil, 0.5)
@@ -672,21 +684,21 @@ def separation_goals(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             # and the context-pooled one (what the model conditions on, and what the
             # condition goals above are judged on)
             for latent, name in (("instrument", "own image"), ("instrument_context", "+ context")):
-                for k in ("mag_i", "r_half"):
+                for k in ("mag_i", "r_half") if latent in per else ():
                     val = per[latent][k]
                     g[f"{survey}: instrument latent ({name}) R²({k}) <= 0.3"] = {
                         "value": val,
                         "goal": "<= 0.3",
                         "met": bool(val <= 0.3),
                     }
-            leak = max(per["physics"][k] for k in LEAKAGE_CONDITIONS if k in per["physics"])
-            g[f"{survey}: physics latent max R²(conditions) <= 0.1"] = {
+            leak = max(per[space][k] for k in LEAKAGE_CONDITIONS if k in per[space])
+            g[f"{survey}: {name_of} max R²(conditions) <= 0.1"] = {
                 "value": leak,
                 "goal": "<= 0.1",
                 "met": bool(leak <= 0.1),
             }
-        acc = ev["survey_identity"]["physics"]["accuracy"]
-        g["physics latent survey-identity accuracy <= 0.65"] = {
+        acc = ev["survey_identity"][space]["accuracy"]
+        g[f"{name_of} survey-identity accuracy <= 0.65"] = {
             "value": acc,
             "goal": "<= 0.65",
             "met": bool(acc <= 0.65),
@@ -739,22 +751,35 @@ def fig5_figure(results: Mapping[str, Any], variant: str | None = None):
     ev = results["variants"][variant]["evaluation"]
     shared = results["shared"]["per_survey"]
     surveys = list(ev["per_survey"])
+    space = ev.get("space", "physics")
     fig, axes = plt.subplots(len(surveys), 1, figsize=(13, 3.4 * len(surveys)), squeeze=False)
-    series = [
-        ("physics latent", lambda sv: ev["per_survey"][sv]["physics"], "tab:blue"),
-        ("instrument latent (own image)", lambda sv: ev["per_survey"][sv]["instrument"], "salmon"),
-        (
-            "instrument latent (+ sky context)",
-            lambda sv: ev["per_survey"][sv]["instrument_context"],
-            "tab:red",
-        ),
+    series = (
+        [
+            ("single latent", lambda sv: ev["per_survey"][sv]["latent"], "tab:green"),
+        ]
+        if space == "latent"
+        else [
+            ("physics latent", lambda sv: ev["per_survey"][sv]["physics"], "tab:blue"),
+            (
+                "instrument latent (own image)",
+                lambda sv: ev["per_survey"][sv]["instrument"],
+                "salmon",
+            ),
+            (
+                "instrument latent (+ sky context)",
+                lambda sv: ev["per_survey"][sv]["instrument_context"],
+                "tab:red",
+            ),
+        ]
+    )
+    series += [
         ("random encoder (physics)", lambda sv: shared[sv].get("random_physics", {}), "0.6"),
         ("border-noise anchor", lambda sv: shared[sv].get("border_noise", {}), "tab:olive"),
         ("same-survey ResNet", lambda sv: shared[sv].get("same_survey_resnet", {}), "k"),
         ("cross-predict ResNet", lambda sv: shared[sv].get("cross_predict_resnet", {}), "plum"),
     ]
     for ax, sv in zip(axes[:, 0], surveys, strict=True):
-        params = list(ev["per_survey"][sv]["physics"])
+        params = list(ev["per_survey"][sv][space])
         x = np.arange(len(params))
         width = 0.8 / len(series)
         for i, (label, get, colour) in enumerate(series):

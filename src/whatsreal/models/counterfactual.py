@@ -322,9 +322,13 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         memory_exclusion_deg: float = 0.1,
         instrument_band_drop: float = 0.0,
         stats_weight: float = 0.0,
+        single_latent: bool = False,
     ) -> None:
         super().__init__()
         self.config = copy.deepcopy(constructor_args(CounterfactualModel, locals()))
+        self.single_latent = bool(single_latent)
+        if self.single_latent:
+            _check_single_latent(locals())
         if modality not in ("image", "series"):
             raise ConfigError(f"modality must be 'image' or 'series'; got {modality!r}")
         if stretch not in ("asinh", "linear"):
@@ -411,6 +415,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         )
         enc = dict(encoder or {})
         dec = dict(decoder or {})
+        self.instrument_encoder: nn.Module | None
         if modality == "image":
             self.physics_encoder = ImageTokenEncoder(in_channels, size, token_dim, **enc)
             self.instrument_encoder = ImageTokenEncoder(
@@ -428,6 +433,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             self.physics_encoder = SeriesTokenEncoder(in_channels, token_dim, **enc)
             self.instrument_encoder = SeriesTokenEncoder(in_channels, token_dim, **enc)
             self.decoder = SeriesFlowDecoder(in_channels, token_dim, **dec)
+        if self.single_latent:  # the physics encoder alone: no instrument side, no decoder
+            self.instrument_encoder = None
+            self.decoder = nn.Identity()
         self.n_tokens = self.physics_encoder.n_tokens
         self.latent_dim = self.n_tokens * token_dim
         self.null_token = nn.Parameter(torch.zeros(1, 1, token_dim))
@@ -435,7 +443,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         if hybrid_weight > 0:
             head = PROJECTION_HEADS[projection_head]  # seed 001's MLP by default
             self.physics_head = head(self.latent_dim, 2 * proj_dim, proj_dim)
-            self.instrument_head = head(self.latent_dim, 2 * proj_dim, proj_dim)
+            if not self.single_latent:
+                self.instrument_head = head(self.latent_dim, 2 * proj_dim, proj_dim)
         if self.adversary_weight > 0:
             self.adversary = _head(self.latent_dim, n_instruments)
         if self.disentangle_weight > 0:
@@ -497,6 +506,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         views) let repeated views be encoded once.
         """
         tp = self._encode_views(self.physics_encoder, physics_views, physics_mask, physics_rows)
+        if self.instrument_encoder is None:  # single latent: no instrument tokens
+            instrument_mask = torch.zeros_like(instrument_mask, dtype=torch.bool)
         ti = self._encode_views(
             self.instrument_encoder, instrument_views, instrument_mask, instrument_rows
         )
@@ -523,9 +534,12 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         return self.decoder(x_t, t, cond, cond_mask)
 
     @torch.no_grad()
-    def embed(self, observations: Tensor) -> tuple[Tensor, Tensor]:
-        """Physics and instrument latents (N, n_tokens * token_dim) of observations in flux."""
+    def embed(self, observations: Tensor) -> tuple[Tensor, Tensor] | Tensor:
+        """Physics and instrument latents (N, n_tokens * token_dim) of observations in flux;
+        a ``single_latent`` model returns its one latent."""
         x = self.normalize(observations)
+        if self.instrument_encoder is None:
+            return self.physics_encoder(x).flatten(1)
         return (
             self.physics_encoder(x).flatten(1),
             self.instrument_encoder(x).flatten(1),
@@ -700,7 +714,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         for key in ("physics", "instrument"):
             mask = batch[f"{key}_mask"].bool()
             want_nce = self.hybrid_weight > 0
-            if not mask.any() or not (want_nce or weights[key] > 0):
+            single = key == "instrument" and self.instrument_encoder is None
+            if single or not mask.any() or not (want_nce or weights[key] > 0):
                 terms.append(zero)
                 continue
             enc = self.physics_encoder if key == "physics" else self.instrument_encoder
@@ -810,6 +825,11 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         Noise comes from a CPU generator seeded with ``seed`` (same samples on any device),
         or pass ``noise`` (B, n_samples, *shape) to share it between calls.
         """
+        if self.single_latent:
+            raise ConfigError(
+                "this is a single_latent model (an encoder and its InfoNCE, no decoder): it "
+                "makes no counterfactuals; use a model trained with the flow-matching decoder"
+            )
         dev = next(self.parameters()).device
         physics_views = physics_views.to(dev, torch.float32)
         b = physics_views.shape[0]
@@ -832,6 +852,29 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         cmask = cmask.repeat_interleave(n_samples, dim=0)
         x1, _ = integrate(lambda x, t: self.velocity(x, t, cond, cmask), x0, solver, nfe)
         return self.denormalize(x1).view(b, n_samples, *shape)
+
+
+_SINGLE_LATENT_OFF = (
+    "fm_weight",
+    "instrument_agreement_weight",
+    "disentangle_weight",
+    "stats_weight",
+    "instrument_memory",
+    "instrument_band_drop",
+)
+
+
+def _check_single_latent(args: dict[str, Any]) -> None:
+    """A ``single_latent`` model is the physics encoder trained by the physics InfoNCE alone
+    (the single-latent baseline of seed 001, on images AstroCLIP's cross-survey objective):
+    every term that needs the instrument encoder or the decoder must be off."""
+    on = [k for k in _SINGLE_LATENT_OFF if args[k]]
+    if on or args["hybrid_weight"] <= 0:
+        raise ConfigError(
+            "single_latent=True trains the physics encoder by the physics InfoNCE alone: it "
+            f"needs hybrid_weight > 0 (got {args['hybrid_weight']}) and {list(_SINGLE_LATENT_OFF)} "
+            f"all 0; set to non-zero: {on}"
+        )
 
 
 def _set_halves(

@@ -29,7 +29,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo's tracks (``track``: ``both``, ``lightcurves`` or ``galaxies``) with the
     named preset into ``out/<track>/`` and write ``out/report.html``. ``minutes`` caps the
-    light-curve training's wall time. Every track's config is checked before the first one
+    light-curve dual model's wall time (the presets train fixed steps, load-independent). Every track's config is checked before the first one
     starts, so a bad preset fails at once and writes nothing. Returns {"report": path,
     "summaries": [one text per track], "results": {track: results}}."""
     if track not in ("both", *TRACKS):
