@@ -29,9 +29,10 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo's tracks (``track``: ``both``, ``lightcurves`` or ``galaxies``) with the
     named preset into ``out/<track>/`` and write ``out/report.html``. ``minutes`` caps the
-    light-curve dual model's wall time (the presets train fixed steps, load-independent). Every track's config is checked before the first one
-    starts, so a bad preset fails at once and writes nothing. Returns {"report": path,
-    "summaries": [one text per track], "results": {track: results}}."""
+    light-curve dual model's wall time (the presets train fixed steps, load-independent).
+    Every track's config is checked before the first one starts, so a bad preset fails at
+    once and writes nothing. Returns {"report": path, "summaries": [one text per track],
+    "results": {track: results}}."""
     if track not in ("both", *TRACKS):
         raise ConfigError(f"track must be 'both' or one of {TRACKS}; got {track!r}")
     from whatsreal.pipelines.galaxies import galaxy_summary, galaxy_track_config, run_galaxy_track
