@@ -435,7 +435,7 @@ def separation_galaxies(r: dict) -> list[str]:
         "than the models: see the notes).",
         "",
         "| variant | overrides | steps trained / planned | top-1 | recall@10 | survey id from "
-        "physics "
+        "physics (or single) "
         "latent (chance 0.5) | worst transfer gap |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -450,7 +450,14 @@ def separation_galaxies(r: dict) -> list[str]:
         lines.append(
             f"| {v} | `{json.dumps(e['overrides'])}` | {steps} | "
             f"{ev['retrieval']['top1']:.3f} | {ev['retrieval']['recall@10']:.3f} | "
-            f"{ev['survey_identity']['physics']['accuracy']:.3f} | {gap:.3f} |"
+            f"{ev['survey_identity'][ev.get('space', 'physics')]['accuracy']:.3f} | {gap:.3f} |"
+        )
+    raw = shared.get("raw_pixels")
+    if raw:
+        lines.append(
+            f"| raw pixels (baseline: asinh, PCA to {raw['n_components']}) | | | "
+            f"{raw['retrieval']['top1']:.3f} | {raw['retrieval']['recall@10']:.3f} | "
+            f"{raw['survey_identity']['accuracy']:.3f} | |"
         )
     labels = {
         "physics": "physics latent",
@@ -458,17 +465,22 @@ def separation_galaxies(r: dict) -> list[str]:
         "instrument_context": "instrument latent (+ context)",
         "physics_head": "physics InfoNCE head's output",
         "instrument_head": "instrument InfoNCE head's output (own image)",
+        "latent": "single latent",
+        "latent_head": "single latent's InfoNCE head output",
     }
     ref_labels = {
         "random_physics": "random encoder: physics",
         "random_instrument_context": "random encoder: instrument (+ context)",
+        "raw_pixels": "raw pixels (asinh, PCA)",
         "border_noise": "border-noise anchor (MLP)",
         "border_noise_linear": "border-noise anchor (linear)",
         "same_survey_resnet": "same-survey ResNet (ceiling)",
         "cross_predict_resnet": "cross-predict ResNet",
     }
     for survey in shared["surveys"]:
-        first = next(iter(evaluated.values()))["evaluation"]["per_survey"][survey]["physics"]
+        first = next(
+            iter(next(iter(evaluated.values()))["evaluation"]["per_survey"][survey].values())
+        )
         cond = [k for k in first if not k.startswith(PHYS_PREFIXES)]
         phys = [k for k in first if k.startswith(PHYS_PREFIXES)]
         for title, cols in (("observing conditions", cond), ("physics", phys)):
@@ -497,7 +509,7 @@ def separation_galaxies(r: dict) -> list[str]:
                     )
     lines += [
         "",
-        "Cross-survey transfer of the physics latent (train on one survey's latents, "
+        "Cross-survey transfer of the physics (or single) latent (train on one survey's latents, "
         "test on the other's latents of other galaxies), R² in-survey → transferred:",
         "",
     ]

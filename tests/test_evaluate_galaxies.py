@@ -133,6 +133,7 @@ def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
     for m in r["morphology"].values():
         assert m["n_test"] == 4 and set(m["counterfactual"]) == {"e1", "e2", "mean"}
     assert ("Latent maps" in page) == (r["n_test_pairs"] >= 20)  # UMAPs from 20 galaxies on
+    assert ("Retrieval examples" in page) == (r["n_test_pairs"] >= 10)
     for text in ("physics view", "instrument views", "posterior mean", "Probes within each"):
         assert text in page
     assert f"{r['retrieval']['top1']:.3f}" in page  # the numbers are the JSON's
@@ -207,3 +208,36 @@ def test_a_run_without_a_decoder_gets_no_counterfactuals(galaxy_run, tmp_path, o
     # the probe chart, the latent maps and the default few-shot curves (three properties)
     assert page.count("data:image/png;base64,") == 5
     assert set(r["few_shot"]) == {"redshift", "r_half", "g_r"}
+
+
+def test_retrieval_examples_rank_the_nearest_observations_and_frame_the_true_match(tmp_path):
+    """With an embedding that is the image itself and each galaxy paired with its own row,
+    every query's first neighbour is its own galaxy (cosine 1), framed in green."""
+    import torch
+
+    from tests.conftest import write_image_store
+    from whatsreal.report.galaxies import retrieval_examples_figure
+    from whatsreal.store import ObservationStore
+
+    class Pixels(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def normalize(self, x):
+            return x
+
+        def embed(self, x):
+            return x.flatten(1), x.flatten(1)
+
+    store = ObservationStore(write_image_store(tmp_path / "s.store", n_sources=30))
+    rows = np.arange(30)
+    pairs = np.stack([rows, rows], axis=1)
+    fig = retrieval_examples_figure(store, Pixels(), pairs, n_queries=3, k=4)
+    axes = np.asarray(fig.axes).reshape(3, 5)
+    for row in axes:
+        assert row[1].get_title().endswith("cos 1.00")
+        assert row[1].spines["top"].get_edgecolor()[:3] == pytest.approx(
+            (0.173, 0.627, 0.173), abs=0.01
+        )
+        assert all(ax.spines["top"].get_linewidth() == 0.5 for ax in row[2:])

@@ -68,6 +68,22 @@ def test_a_perfect_embedding_transfers_across_surveys_and_a_survey_specific_one_
     assert all(q["in_survey"] > 0.9 and q["gap"] > 0.5 for q in moved.values())
 
 
+def test_raw_pixel_features_share_one_pca_so_identical_images_retrieve_each_other():
+    from whatsreal.evaluate.galaxies import retrieval
+    from whatsreal.evaluate.separation import raw_pixel_features
+
+    rng = np.random.default_rng(0)
+    flux = rng.normal(size=(60, 2, 8, 8)).astype(np.float32)
+    both = np.concatenate([flux, flux])  # the same 60 images as "two surveys"
+    feats = raw_pixel_features(both, [1.0, 2.0], fit=np.arange(40), n_components=16)
+    assert feats.shape == (120, 16)
+    np.testing.assert_allclose(feats[:60], feats[60:])
+    assert retrieval(feats[:60], feats[60:])["top1"] == 1.0
+    # the fit rows alone set the space: refitting on other rows changes it
+    other = raw_pixel_features(both, [1.0, 2.0], fit=np.arange(40, 80), n_components=16)
+    assert not np.allclose(other, feats)
+
+
 def test_border_noise_features_read_the_sky_noise():
     rng = np.random.default_rng(2)
     sigma = np.array([0.5, 1.0, 2.0, 4.0])
@@ -417,8 +433,10 @@ def test_evaluate_separation_end_to_end(galaxy_store, tmp_path, one_thread):
     ev = evaluate_separation(store, {"m": model}, model, settings, progress=False)
     shared = ev["shared"]["per_survey"]
     assert set(shared) == {"hsc", "legacy"}
-    for ref in ("same_survey_resnet", "cross_predict_resnet", "border_noise"):
+    for ref in ("same_survey_resnet", "cross_predict_resnet", "border_noise", "raw_pixels"):
         assert np.isfinite(list(shared["hsc"][ref].values())).all()
+    raw = ev["shared"]["raw_pixels"]
+    assert 0 <= raw["survey_identity"]["accuracy"] <= 1 and 0 <= raw["retrieval"]["top1"] <= 1
     m = ev["models"]["m"]
     assert set(m["per_survey"]["legacy"]) == {"physics", "instrument", "instrument_context"}
     assert 0 <= m["survey_identity"]["physics"]["accuracy"] <= 1

@@ -74,6 +74,16 @@ def write_galaxy_report(
         rows.append(_ret_row("PSF-matched χ² (classical)", anchor))
     rows.append(["chance", results["chance_top1"], results["chance_recall@10"], "", ""])
     rep.table(rows, ["space", "top-1", "recall@10", f"{a}→{b} top-1", f"{b}→{a} top-1"])
+    pairs = getattr(examples, "pairs_test", None)
+    if pairs is not None and len(pairs) >= 10:
+        fig = retrieval_examples_figure(store, model, np.asarray(pairs)[:1000])
+        rep.figure(
+            fig,
+            f"Retrieval examples: {a} queries (left) and their nearest {b} observations in "
+            f"the physics latent, among {min(len(pairs), 1000)} held-out galaxies; the "
+            "query's own galaxy is framed in green",
+        )
+        plt.close(fig)
 
     rep.heading(SECTIONS[1])
     cf = results.get("counterfactual")
@@ -341,6 +351,60 @@ def counterfactual_grid(
             f"{res.source_id[i]}\n{names[store.instrument[r0]]} → {res.attrs.get('to', '')}",
             fontsize=7,
         )
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def retrieval_examples_figure(
+    store: ObservationStore,
+    model: torch.nn.Module,
+    pairs: np.ndarray,
+    n_queries: int = 5,
+    k: int = 6,
+):
+    """Cross-survey search as a user sees it: each row is a first-survey observation of a
+    held-out galaxy, then the ``k`` second-survey observations nearest in the physics latent
+    (cosine), ranked; the query's own galaxy is framed in green. Queries are evenly spaced
+    through ``pairs`` (N, 2) store rows, so they are not chosen for looking good."""
+    import matplotlib.pyplot as plt
+
+    from whatsreal.infer import embed_rows
+
+    pairs = np.asarray(pairs, dtype=np.int64)
+    za = embed_rows(model, store, pairs[:, 0], batch_size=256)
+    zb = embed_rows(model, store, pairs[:, 1], batch_size=256)
+    key = "physics" if "physics" in za else "latent"
+    qa = za[key] / np.linalg.norm(za[key], axis=1, keepdims=True).clip(1e-12)
+    qb = zb[key] / np.linalg.norm(zb[key], axis=1, keepdims=True).clip(1e-12)
+    k = min(k, len(pairs))
+    queries = np.linspace(0, len(pairs) - 1, min(n_queries, len(pairs))).astype(int)
+    fig, axes = plt.subplots(
+        len(queries), k + 1, figsize=(1.3 * (k + 1), 1.4 * len(queries)), squeeze=False
+    )
+
+    def norm(a: np.ndarray) -> np.ndarray:
+        return model.normalize(torch.from_numpy(np.ascontiguousarray(a, np.float32))).numpy()
+
+    names = store.instruments
+    for i, q in enumerate(queries):
+        sim = qb @ qa[q]
+        order = np.argsort(-sim)[:k]
+        rows = [pairs[q, 0], *pairs[order, 1]]
+        imgs = norm(store.read(np.asarray(rows))["flux"])
+        for j, (ax, img) in enumerate(zip(axes[i], imgs, strict=True)):
+            top = np.maximum(np.percentile(img.reshape(img.shape[0], -1), 99.5, axis=1), 1e-6)
+            ax.imshow(_rgb(img, top), origin="lower", interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(f"{store.source_id[rows[0]]}\n{names[store.instrument[rows[0]]]}")
+                ax.yaxis.label.set_fontsize(7)
+                continue
+            hit = order[j - 1] == q
+            ax.set_title(f"#{j}  cos {sim[order[j - 1]]:.2f}", fontsize=6)
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:green" if hit else "0.7")
+                spine.set_linewidth(3 if hit else 0.5)
+    axes[0, 0].set_title("query", fontsize=7)
     fig.tight_layout(pad=0.3)
     return fig
 

@@ -35,11 +35,13 @@ def write_separation_report(results: Mapping[str, Any], path: str | Path) -> Pat
                 v,
                 json.dumps(results["variants"][v].get("overrides", {})),
                 ev["retrieval"]["top1"],
-                ev["survey_identity"]["physics"]["accuracy"],
+                ev["survey_identity"][ev.get("space", "physics")]["accuracy"],
                 gap,
             ]
         )
-    rep.table(rows, ["variant", "overrides", "top-1", "survey id (physics)", "worst gap"])
+    rep.table(
+        rows, ["variant", "overrides", "top-1", "survey id (physics or single latent)", "worst gap"]
+    )
     for v in evaluated:
         rep.heading(f"Per-survey probes: {v}")
         fig = fig5_figure(results, v)
