@@ -300,6 +300,59 @@ def test_single_latent_model_is_the_physics_encoder_and_its_info_nce_alone(
             build_counterfactual_model("tiny", "image", 2, 16, single_latent=True, **bad)
 
 
+def test_masked_single_latent_model_reconstructs_hidden_patches_from_one_latent(one_thread):
+    """single_objective 'masked' (the AstroPT / AION stand-in): 75% of the 4x4 patches are
+    hidden per image, the loss is the MSE on hidden pixels only, and training lowers it."""
+    from whatsreal.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = build_counterfactual_model(
+        "tiny",
+        "image",
+        2,
+        16,
+        single_latent=True,
+        single_objective="masked",
+        fm_weight=0.0,
+        mask_patch=4,
+    )
+    hidden = model.patch_mask(5, torch.Generator().manual_seed(0))
+    assert hidden.shape == (5, 1, 16, 16)
+    assert hidden.mean(dim=(1, 2, 3)).tolist() == [0.75] * 5  # 12 of 16 patches each
+    assert not torch.equal(hidden[0], hidden[1])  # drawn per image
+    # the loss ignores visible pixels: a reconstruction that is right on the hidden ones is 0
+    x = torch.rand(4, 2, 16, 16) + 0.5
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.decoder.out.weight.zero_()
+        model.decoder.out.bias.zero_()
+        loss = model.loss({"anchor": x}, gen)
+        want = model.normalize(x).pow(2).mean()
+    assert set(loss) == {"mae", "total"}
+    assert loss["mae"].item() == pytest.approx(want.item(), rel=0.1)  # predicts 0 everywhere
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for step in range(30):
+        out = model.loss({"anchor": x}, torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        out["total"].backward()
+        opt.step()
+        first = first if first is not None else out["total"].item()
+    assert out["total"].item() < 0.5 * first
+    assert model.embed(x).shape == (4, model.latent_dim)
+    for bad in ({"hybrid_weight": 1.0}, {"mask_ratio": 1.0}, {"single_objective": "jepa"}):
+        with pytest.raises(ConfigError, match="single_objective|mask_ratio"):
+            build_counterfactual_model(
+                "tiny",
+                "image",
+                2,
+                16,
+                single_latent=True,
+                fm_weight=0.0,
+                **{"single_objective": "masked", **bad},
+            )
+
+
 def test_set_halves_pair_the_two_halves_of_each_items_context():
     from whatsreal.models.counterfactual import _set_halves
 

@@ -323,6 +323,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         instrument_band_drop: float = 0.0,
         stats_weight: float = 0.0,
         single_latent: bool = False,
+        single_objective: str = "contrastive",
+        mask_ratio: float = 0.75,
+        mask_patch: int = 8,
     ) -> None:
         super().__init__()
         self.config = copy.deepcopy(constructor_args(CounterfactualModel, locals()))
@@ -400,7 +403,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         self.t_sampling, self.n_draws = t_sampling, n_draws
         self.hybrid_weight, self.tau = float(hybrid_weight), float(tau)
         self.fm_weight = float(fm_weight)
-        if self.fm_weight <= 0 and self.hybrid_weight <= 0:
+        masked = self.single_latent and single_objective == "masked"
+        if self.fm_weight <= 0 and self.hybrid_weight <= 0 and not masked:
             raise ConfigError("fm_weight and hybrid_weight are both 0: nothing to train")
         self.adversary_weight = float(adversary_weight)
         if self.adversary_weight > 0 and n_instruments < 2:
@@ -433,9 +437,16 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             self.physics_encoder = SeriesTokenEncoder(in_channels, token_dim, **enc)
             self.instrument_encoder = SeriesTokenEncoder(in_channels, token_dim, **enc)
             self.decoder = SeriesFlowDecoder(in_channels, token_dim, **dec)
-        if self.single_latent:  # the physics encoder alone: no instrument side, no decoder
+        self.single_objective = single_objective
+        self.mask_ratio, self.mask_patch = float(mask_ratio), int(mask_patch)
+        if self.single_latent:  # the physics encoder alone: no instrument side, no flow decoder
             self.instrument_encoder = None
-            self.decoder = nn.Identity()
+            grid = int(round(math.sqrt(self.physics_encoder.n_tokens)))
+            self.decoder = (
+                MaskedImageDecoder(token_dim, in_channels, size, grid)
+                if single_objective == "masked"
+                else nn.Identity()
+            )
         self.n_tokens = self.physics_encoder.n_tokens
         self.latent_dim = self.n_tokens * token_dim
         self.null_token = nn.Parameter(torch.zeros(1, 1, token_dim))
@@ -552,6 +563,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         """Velocity MSE (seed 000 eq. 2), averaged over ``n_draws`` (t, x_0) draws per
         conditioning set; plus the hybrid InfoNCE terms when ``hybrid_weight`` > 0 and the
         instrument adversary on the physics latent when ``adversary_weight`` > 0."""
+        if self.single_latent and self.single_objective == "masked":
+            loss = self._masked_reconstruction(batch["anchor"], generator)
+            return {"mae": loss, "total": loss}
         if self.training and self.instrument_band_drop > 0:
             batch = self._drop_bands(batch, generator)
         cond, cmask, per_view = self.condition(
@@ -590,6 +604,26 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             total = total + self.stats_weight * out["stats"]
         out["total"] = total
         return out
+
+    def patch_mask(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, 1, size, size) 1 where a pixel is hidden: ``mask_ratio`` of the
+        ``mask_patch``-pixel patches, drawn independently per image (MAE's random masking)."""
+        g = math.ceil(self.size / self.mask_patch)
+        k = max(1, round(self.mask_ratio * g * g))
+        order = torch.rand(n, g * g, generator=generator, device="cpu").argsort(dim=1)
+        hidden = torch.zeros(n, g * g).scatter_(1, order[:, :k], 1.0).view(n, 1, g, g)
+        up = hidden.repeat_interleave(self.mask_patch, 2).repeat_interleave(self.mask_patch, 3)
+        return up[..., : self.size, : self.size]
+
+    def _masked_reconstruction(self, anchor: Tensor, generator: torch.Generator | None) -> Tensor:
+        """MAE's objective on the single latent: encode the image with most patches hidden,
+        decode the whole image from the latent, score the hidden pixels (working space)."""
+        x = self.normalize(anchor)
+        hidden = self.patch_mask(x.shape[0], generator).to(x.device, x.dtype)
+        tokens = self.physics_encoder(x * (1 - hidden))
+        recon = self.decoder(tokens)
+        err = (recon.float() - x.float()).pow(2) * hidden
+        return err.sum() / (hidden.sum() * x.shape[1]).clamp_min(1)
 
     def _drop_bands(
         self, batch: dict[str, Tensor], generator: torch.Generator | None
@@ -865,9 +899,28 @@ _SINGLE_LATENT_OFF = (
 
 
 def _check_single_latent(args: dict[str, Any]) -> None:
-    """A ``single_latent`` model is the physics encoder trained by the physics InfoNCE alone
-    (the single-latent baseline of seed 001, on images AstroCLIP's cross-survey objective):
-    every term that needs the instrument encoder or the decoder must be off."""
+    """A ``single_latent`` model is one encoder and one objective: ``single_objective``
+    ``contrastive`` is the physics InfoNCE alone (seed 001's single-latent baseline; on
+    images AstroCLIP's cross-survey objective), ``masked`` is masked-image reconstruction
+    (MAE; the AstroPT / AION family's self-supervision). Every term that needs the
+    instrument encoder or the flow decoder must be off."""
+    objective = args["single_objective"]
+    if objective not in ("contrastive", "masked"):
+        raise ConfigError(f"single_objective must be 'contrastive' or 'masked'; got {objective!r}")
+    if objective == "masked":
+        if args["modality"] != "image":
+            raise ConfigError("single_objective 'masked' is for images (modality 'image')")
+        if not 0 < args["mask_ratio"] < 1 or not 1 <= args["mask_patch"] <= args["size"]:
+            raise ConfigError(
+                f"mask_ratio must be in (0, 1) and mask_patch in [1, {args['size']}]; got "
+                f"{args['mask_ratio']} and {args['mask_patch']}"
+            )
+        on = [k for k in (*_SINGLE_LATENT_OFF, "hybrid_weight", "agreement_weight") if args[k]]
+        if on:
+            raise ConfigError(
+                f"single_objective 'masked' trains by masked reconstruction alone; set to 0: {on}"
+            )
+        return
     on = [k for k in _SINGLE_LATENT_OFF if args[k]]
     if on or args["hybrid_weight"] <= 0:
         raise ConfigError(
@@ -942,6 +995,37 @@ def agreement_loss(a: Tensor, b: Tensor, per_dim: bool = False) -> Tensor:
         var = var.clamp_min(1e-6 * var.mean().clamp_min(1e-8))
         return ((a - b).pow(2) / (2.0 * var)).mean()
     return (a - b).pow(2).sum(dim=1).mean() / (2.0 * var.sum().clamp_min(1e-8))
+
+
+class MaskedImageDecoder(nn.Module):
+    """The masked autoencoder's decoder: an encoder's token map (grid x grid x token_dim)
+    upsampled by nearest-neighbour x2 + 3x3 convolutions to the stamp (a light decoder, as
+    MAE's: the encoder must hold the information)."""
+
+    def __init__(self, token_dim: int, channels: int, size: int, grid: int, width: int = 128):
+        super().__init__()
+        self.grid, self.size = grid, size
+        layers: list[nn.Module] = [nn.Conv2d(token_dim, width, 1)]
+        g, w = grid, width
+        while g < size:
+            nxt = max(32, w // 2)
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(w, nxt, 3, padding=1),
+                nn.GroupNorm(8, nxt),
+                nn.GELU(),
+            ]
+            g, w = g * 2, nxt
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Conv2d(w, channels, 3, padding=1)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """(N, grid * grid, D) -> (N, C, size, size)."""
+        n, t, d = tokens.shape
+        h = tokens.transpose(1, 2).reshape(n, d, self.grid, self.grid)
+        h = self.body(h)
+        h = F.interpolate(h, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.out(h)
 
 
 def _head(dim: int, out: int) -> nn.Sequential:
