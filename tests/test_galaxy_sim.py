@@ -307,3 +307,89 @@ def test_pairing_gives_same_survey_sky_neighbours(tiny_store):
     assert rows.size > 0
     assert (store.instrument[idx[rows, cols]] == store.instrument[rows]).all()
     assert (store.source_id[idx[rows, cols]] != store.source_id[rows]).all()
+
+
+# -- bulge + disk + knots (issue 11, item 7) --------------------------------------------------
+def test_bulge_disk_population_keeps_the_sersic_catalogue_and_adds_components():
+    from whatsreal.errors import ConfigError
+    from whatsreal.simulate.galaxy_population import draw_population
+
+    plain = draw_population(2000, PopulationConfig(), 3)
+    again = draw_population(2000, PopulationConfig(), 3)
+    assert all(np.array_equal(plain[k], again[k]) for k in plain)
+    assert "bulge_fraction" not in plain  # the default catalogue is unchanged
+    pop = draw_population(2000, PopulationConfig(morphology="bulge_disk"), 3)
+    gal = pop["is_star"] == 0
+    frac = pop["component_frac"][gal]
+    np.testing.assert_allclose(frac.sum(axis=1), 1.0, atol=1e-12)  # shares of each band
+    # the i-band shares are the bulge-to-total and the knots' part of the disk
+    bt, fk = pop["bulge_fraction"][gal], pop["knot_fraction"][gal]
+    np.testing.assert_allclose(frac[:, 0, 2], bt, atol=1e-12)
+    np.testing.assert_allclose(frac[:, 2, 2], (1 - bt) * fk, atol=1e-12)
+    t = pop["sed_type"][gal]
+    assert bt[t < 0.7].mean() > 0.55 > 0.25 > bt[t >= 1.5].mean()
+    assert (fk[t < 0.7] == 0).all() and fk[t >= 1.5].max() > 0.2
+    assert (pop["n_knots"][gal] > 0).sum() == (fk > 0).sum()
+    # the red bulge reddens the composite: g - r above the disk's own colour where B/T is big
+    big = bt > 0.5
+    assert (frac[big, 0, 0] < frac[big, 0, 2]).all()  # the bulge holds less of g than of i
+    with pytest.raises(ConfigError, match="morphology"):
+        PopulationConfig(morphology="irregular")
+
+
+def test_a_bulge_disk_galaxy_without_bulge_or_knots_is_the_exponential_disk(library):
+    """Known answer: B/T = 0 and no knots render exactly the n = 1 Sersic of the same size,
+    shear and flux; with knots the flux is conserved and the knots are the same each time."""
+    from whatsreal.simulate.galaxies import _components
+
+    band_flux = np.array([100.0, 200.0, 300.0, 350.0])
+    base = {
+        "is_star": np.array([0]),
+        "r_half": np.array([0.5]),
+        "e1": np.array([0.2]),
+        "e2": np.array([-0.1]),
+        "has_companion": np.array([0]),
+    }
+    disk = {
+        **base,
+        "component_frac": np.array([[[0.0] * 4, [1.0] * 4, [0.0] * 4]]),
+        "bulge_n": np.array([4.0]),
+        "bulge_r_half": np.array([0.1]),
+        "n_knots": np.array([0]),
+        "knot_seed": np.array([7]),
+    }
+    sersic = {**base, "sersic_n": np.array([1.0])}
+    psfs = [moffat_psf(0.7, 0.0, 0.0, 3.5)] * 4
+    a = render_stamp(_components(library, disk, 0, band_flux, None), psfs, 0.168, 48)
+    b = render_stamp(_components(library, sersic, 0, band_flux, None), psfs, 0.168, 48)
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    knotty = {
+        **disk,
+        "component_frac": np.array([[[0.3] * 4, [0.5] * 4, [0.2] * 4]]),
+        "n_knots": np.array([30]),
+    }
+    c = render_stamp(_components(library, knotty, 0, band_flux, None), psfs, 0.168, 48)
+    again = render_stamp(_components(library, knotty, 0, band_flux, None), psfs, 0.168, 48)
+    np.testing.assert_array_equal(c, again)  # knots seeded per source: every survey agrees
+    np.testing.assert_allclose(c.sum(axis=(1, 2)) / band_flux, 1.0, atol=0.02)
+    assert np.abs(c - a).max() > 0.01 * a.max()  # the bulge and knots change the image
+
+
+def test_bulge_disk_store_holds_each_components_truth(tmp_path):
+    cfg = GalaxySimConfig(population=PopulationConfig(morphology="bulge_disk"))
+    path = simulate_galaxies(
+        tmp_path / "bd.store",
+        n=6,
+        surveys=("hsc", "legacy"),
+        seed=2,
+        workers=1,
+        progress=False,
+        config=cfg,
+    )
+    from whatsreal.store import ObservationStore
+
+    truth = ObservationStore(path).truth_source
+    for key in ("bulge_fraction", "bulge_n", "bulge_r_half", "knot_fraction", "n_knots"):
+        assert truth[key].shape == (6,)
+    assert "sersic_n" not in truth  # no single index describes a composite galaxy
+    assert ObservationStore(path).config["galaxies"]["population"]["morphology"] == "bulge_disk"

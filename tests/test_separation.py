@@ -341,7 +341,7 @@ def test_masked_single_latent_model_reconstructs_hidden_patches_from_one_latent(
     assert out["total"].item() < 0.5 * first
     assert model.embed(x).shape == (4, model.latent_dim)
     for bad in ({"hybrid_weight": 1.0}, {"mask_ratio": 1.0}, {"single_objective": "jepa"}):
-        with pytest.raises(ConfigError, match="single_objective|mask_ratio"):
+        with pytest.raises(ConfigError, match=r"single_objective|mask_ratio"):
             build_counterfactual_model(
                 "tiny",
                 "image",

@@ -441,7 +441,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         self.mask_ratio, self.mask_patch = float(mask_ratio), int(mask_patch)
         if self.single_latent:  # the physics encoder alone: no instrument side, no flow decoder
             self.instrument_encoder = None
-            grid = int(round(math.sqrt(self.physics_encoder.n_tokens)))
+            grid = math.isqrt(self.physics_encoder.n_tokens)  # the token map's side
             self.decoder = (
                 MaskedImageDecoder(token_dim, in_channels, size, grid)
                 if single_objective == "masked"
@@ -1021,7 +1021,7 @@ class MaskedImageDecoder(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """(N, grid * grid, D) -> (N, C, size, size)."""
-        n, t, d = tokens.shape
+        n, _, d = tokens.shape
         h = tokens.transpose(1, 2).reshape(n, d, self.grid, self.grid)
         h = self.body(h)
         h = F.interpolate(h, size=(self.size, self.size), mode="bilinear", align_corners=False)

@@ -47,7 +47,7 @@ import numpy as np
 
 from whatsreal.errors import ConfigError
 from whatsreal.simulate.galaxy_conditions import extinction_field, survey_conditions
-from whatsreal.simulate.galaxy_population import PopulationConfig, draw_population
+from whatsreal.simulate.galaxy_population import MORPHOLOGIES, PopulationConfig, draw_population
 from whatsreal.simulate.galaxy_presets import BANDS, SurveyPreset, survey_preset
 from whatsreal.utils import (
     atomic_write_json,
@@ -158,14 +158,39 @@ def _components(lib, pop: dict[str, np.ndarray], i: int, band_flux, comp_flux):
 
     if pop["is_star"][i]:
         return [(galsim.DeltaFunction(), band_flux)]
-    parts = lib.parts(pop["sersic_n"][i], pop["r_half"][i], pop["e1"][i], pop["e2"][i])
-    comps = [(p, band_flux * w) for p, w in parts]
+    if "component_frac" in pop:  # bulge + disk + knots, each with its own colours
+        comps = _bulge_disk_components(lib, pop, i, band_flux)
+    else:
+        parts = lib.parts(pop["sersic_n"][i], pop["r_half"][i], pop["e1"][i], pop["e2"][i])
+        comps = [(p, band_flux * w) for p, w in parts]
     if pop["has_companion"][i]:
         cparts = lib.parts(
             pop["comp_n"][i], pop["comp_r_half"][i], pop["comp_e1"][i], pop["comp_e2"][i]
         )
         dx, dy = pop["comp_dx"][i], pop["comp_dy"][i]
         comps += [(p.shift(dx, dy), comp_flux * w) for p, w in cparts]
+    return comps
+
+
+def _bulge_disk_components(lib, pop: dict[str, np.ndarray], i: int, band_flux):
+    """The ``bulge_disk`` galaxy i: a Sersic bulge (half the disk's ellipticity), an
+    exponential disk and ``galsim.RandomKnots`` in the disk's plane (seeded per source, so
+    every survey sees the same knots), with each component's share of every band's flux."""
+    import galsim
+
+    frac = pop["component_frac"][i]
+    e1, e2, r_d = pop["e1"][i], pop["e2"][i], pop["r_half"][i]
+    bulge = lib.parts(pop["bulge_n"][i], pop["bulge_r_half"][i], 0.5 * e1, 0.5 * e2)
+    comps = [(p, band_flux * frac[0] * w) for p, w in bulge]
+    comps += [(p, band_flux * frac[1] * w) for p, w in lib.parts(1.0, r_d, e1, e2)]
+    if pop["n_knots"][i] > 0 and frac[2].max() > 0:
+        knots = galsim.RandomKnots(
+            int(pop["n_knots"][i]),
+            half_light_radius=float(r_d),
+            flux=1.0,
+            rng=galsim.BaseDeviate(int(pop["knot_seed"][i])),
+        ).shear(g1=float(e1), g2=float(e2))
+        comps.append((knots, band_flux * frac[2]))
     return comps
 
 
@@ -536,12 +561,17 @@ def simulate_galaxies(
 def _source_truth(pop: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-source truth columns for the store."""
     mag = pop["mag"]
+    composite = "component_frac" in pop
     cols = {
         k: pop[k]
         for k in (
             "redshift",
             "sed_type",
-            "sersic_n",
+            *(
+                ("bulge_fraction", "bulge_n", "bulge_r_half", "knot_fraction", "n_knots")
+                if composite
+                else ("sersic_n",)
+            ),
             "r_half",
             "e1",
             "e2",
@@ -769,6 +799,7 @@ def make_figure(
     n_show: int = 5,
     surveys: Sequence[str] = ("hsc", "legacy", "lsst"),
     seed: int = 1,
+    morphology: str = "sersic",
 ) -> Path:
     """The same galaxies in every survey, noise-free and noisy (gri composites, arcsinh)."""
     import matplotlib
@@ -776,12 +807,18 @@ def make_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cfg = GalaxySimConfig(n_sources=400, surveys=tuple(surveys), chunk=n_show)
+    cfg = GalaxySimConfig(
+        n_sources=400,
+        surveys=tuple(surveys),
+        chunk=n_show,
+        population=PopulationConfig(morphology=morphology),
+    )
     prep = prepare(cfg, seed)
     pop = prep["population"]
-    # a few bright galaxies spanning Sersic index, plus one close pair if any
+    # a few bright galaxies spanning Sersic index (or bulge fraction), plus one close pair
+    shape_key = "bulge_fraction" if morphology == "bulge_disk" else "sersic_n"
     gal = np.flatnonzero((pop["is_star"] == 0) & (pop["mag"][:, 2] < 20.5))
-    order = gal[np.argsort(pop["sersic_n"][gal])]
+    order = gal[np.argsort(pop[shape_key][gal])]
     pick = list(order[np.linspace(0, order.size - 1, n_show).astype(int)])
     pairs = np.flatnonzero(pop["has_companion"] == 1)
     if pairs.size:
@@ -803,7 +840,8 @@ def make_figure(
                 ax.set_title(f"{s}\n{'noise-free' if key == 'clean' else 'observed'}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(
-                    f'n={pop["sersic_n"][src]:.1f} r={pop["r_half"][src]:.1f}"\n'
+                    f"{'B/T' if shape_key == 'bulge_fraction' else 'n'}="
+                    f'{pop[shape_key][src]:.2f} r={pop["r_half"][src]:.1f}"\n'
                     f"i={pop['mag'][src, 2]:.1f} z={pop['redshift'][src]:.2f}",
                     fontsize=7,
                 )
@@ -821,11 +859,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     ap.add_argument("--mmu-out", help="also write the Multimodal-Universe-like layout here")
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument(
+        "--morphology",
+        choices=MORPHOLOGIES,
+        default="sersic",
+        help="one Sersic per galaxy (default) or bulge + disk + star-forming knots",
+    )
     ap.add_argument("--figure", help="write the docs figure (PNG) to this path and exit")
     args = ap.parse_args(argv)
     if args.figure:
-        print(make_figure(args.figure, surveys=tuple(args.surveys.split(","))))
+        surveys = tuple(args.surveys.split(","))
+        print(make_figure(args.figure, surveys=surveys, morphology=args.morphology))
         return 0
+    config = GalaxySimConfig(population=PopulationConfig(morphology=args.morphology))
     if not args.out:
         ap.error("give --out STORE (or --figure PNG)")
     path = simulate_galaxies(
@@ -837,6 +883,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=True,
         overwrite=args.overwrite,
         mmu_out=args.mmu_out,
+        config=config,
     )
     print(path)
     return 0

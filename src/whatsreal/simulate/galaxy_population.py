@@ -22,6 +22,22 @@ or documented choices, never tuned to a benchmark):
   n, r_half, e are stored as 0 and ``is_star`` = 1.
 - Close pairs (``pair_fraction``): a companion galaxy 1.5"-4" away, 0.5-2.5 mag fainter, at
   the same redshift; drawn into the same stamps, recorded in the truth.
+- Morphology (``morphology``): ``sersic`` (default) draws one Sersic profile per galaxy, as
+  above. ``bulge_disk`` draws three components with their own colours, the same redshift and
+  the catalogue's i-band flux in total:
+  - a bulge: Sersic n ~ log-normal around 3.5 (scatter 0.25 in ln n, clipped to [1.5, 6]),
+    half-light radius 0.15-0.5 of the disk's, half the disk's ellipticity, the CWW E SED;
+  - an exponential disk with the catalogue's r_half and (e1, e2), the galaxy's own SED;
+  - star-forming knots (``galsim.RandomKnots``, 5-50 points with the disk's half-light
+    radius and shear) holding 0-30% of the disk's light in late types (t >= 1.5), 0-10% in
+    0.7 <= t < 1.5 and none in early types, with the CWW Im SED.
+  The bulge-to-total ratio in i follows the SED type: mean 0.8 at t = 0 (E), 0.5 at 0.7,
+  0.2 at 1.5 (Sbc), 0.05 at 2.5 and 0 at 3 (Im), scatter 0.1, clipped to [0, 0.95]
+  (rough averages of bulge-disk decompositions by Hubble type, e.g. Graham & Worley 2008).
+  The magnitude limits apply to the composite colours. The truth holds each component
+  (``bulge_fraction``, ``bulge_n``, ``bulge_r_half``, ``knot_fraction``, ``n_knots``);
+  ``r_half`` and (e1, e2) are the disk's and ``sersic_n`` is not written. The component
+  draws use their own random stream, so the ``sersic`` catalogue of a seed is unchanged.
 - Sky positions: uniform on a square patch (tangent plane) of side ``patch_deg`` or, by
   default, of the area that gives ``density`` sources per arcmin^2 (0.7, about 2,500/deg^2,
   close to the surface density of z < 21 galaxies).
@@ -41,6 +57,10 @@ from whatsreal.errors import ConfigError
 __all__ = ["PopulationConfig", "band_colours", "draw_population", "patch_side_deg"]
 
 TEMPLATES = ("CWW_E_ext.sed", "CWW_Sbc_ext.sed", "CWW_Scd_ext.sed", "CWW_Im_ext.sed")
+MORPHOLOGIES = ("sersic", "bulge_disk")
+# bulge-to-total in i against SED type (module docstring)
+_BT_T = np.array([0.0, 0.7, 1.5, 2.5, 3.0])
+_BT_MEAN = np.array([0.8, 0.5, 0.2, 0.05, 0.0])
 Z_GRID = np.round(np.arange(0.0, 2.5001, 0.01), 4)
 T_GRID = np.linspace(3500.0, 10000.0, 27)
 
@@ -70,9 +90,15 @@ class PopulationConfig:
     patch_deg: float | None = None
     ra_center: float = 150.0
     dec_center: float = 2.0
+    morphology: str = "sersic"
 
     def __post_init__(self) -> None:
         """Reject out-of-range values with a message naming the field."""
+        if self.morphology not in MORPHOLOGIES:
+            raise ConfigError(
+                f"PopulationConfig.morphology must be one of {MORPHOLOGIES}; "
+                f"got {self.morphology!r}"
+            )
         if not 0.3 <= self.n_min < self.n_max <= 6.2:
             raise ConfigError("PopulationConfig: need 0.3 <= n_min < n_max <= 6.2 (GalSim)")
         for key in ("star_fraction", "pair_fraction", "early_fraction"):
@@ -196,10 +222,13 @@ def draw_population(n_sources: int, cfg: PopulationConfig, seed: int) -> dict[st
     if n_sources < 1:
         raise ConfigError(f"n_sources must be >= 1, got {n_sources}")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+    rng_m = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))  # components
+    composite = cfg.morphology == "bulge_disk"
     limits = dict(cfg.mag_limits)
     i_faint = limits.get("i", 22.5)
     # Draw galaxies in batches until enough pass every magnitude limit.
-    kept: dict[str, list[np.ndarray]] = {k: [] for k in ("mag_i", "t", "z", "col")}
+    keys = ("mag_i", "t", "z", "col", *(("bt", "fk", "frac") if composite else ()))
+    kept: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     count = 0
     while count < n_sources:
         m = 2 * (n_sources - count) + 64
@@ -209,16 +238,32 @@ def draw_population(n_sources: int, cfg: PopulationConfig, seed: int) -> dict[st
         z0 = np.maximum(0.0417 * mag_i - 0.744, 0.03)
         z = np.clip(rng.gamma(3.0, z0), 0.005, 2.5)  # z^2 exp(-z/z0) is Gamma(3, z0)
         col = band_colours(t, z)
+        extra: tuple[np.ndarray, ...] = ()
+        if composite:
+            bt, fk, frac, col = _component_light(rng_m, t, z, col)
+            extra = (bt, fk, frac)
         mags = mag_i[:, None] + col
         ok = np.ones(m, bool)
         for band, lim in limits.items():
             ok &= mags[:, "griz".index(band)] < lim
-        for key, val in zip(kept, (mag_i, t, z, col), strict=True):
+        for key, val in zip(kept, (mag_i, t, z, col, *extra), strict=True):
             kept[key].append(val[ok])
         count += int(ok.sum())
-    mag_i, sed_type, redshift, col = (np.concatenate(kept[k])[:n_sources] for k in kept)
+    mag_i, sed_type, redshift, col = (np.concatenate(kept[k])[:n_sources] for k in keys[:4])
     n, r_half, e1, e2 = _galaxy_shapes(rng, cfg, mag_i, sed_type)
     mag = mag_i[:, None] + col
+    parts: dict[str, np.ndarray] = {}
+    if composite:
+        bt, fk, frac = (np.concatenate(kept[k])[:n_sources] for k in keys[4:])
+        parts = {
+            "bulge_fraction": bt,
+            "knot_fraction": fk,
+            "component_frac": frac,  # (N, 3 components, 4 bands): share of each band's flux
+            "bulge_n": np.clip(np.exp(np.log(3.5) + 0.25 * rng_m.normal(size=n_sources)), 1.5, 6),
+            "bulge_r_half": r_half * rng_m.uniform(0.15, 0.5, n_sources),
+            "n_knots": rng_m.integers(5, 51, n_sources) * (fk > 0),
+            "knot_seed": rng_m.integers(1, 2**31 - 1, n_sources),
+        }
 
     # Stars replace a random subset of the catalogue.
     is_star = rng.uniform(size=n_sources) < cfg.star_fraction
@@ -239,6 +284,9 @@ def draw_population(n_sources: int, cfg: PopulationConfig, seed: int) -> dict[st
         for arr in (n, r_half, e1, e2, redshift):
             arr[is_star] = 0.0
         sed_type[is_star] = -1.0
+        for key in ("bulge_fraction", "knot_fraction", "bulge_n", "bulge_r_half", "n_knots"):
+            if key in parts:
+                parts[key][is_star] = 0
 
     # Close pairs: a companion galaxy at the same redshift, drawn into the same stamps.
     pair = (rng.uniform(size=n_sources) < cfg.pair_fraction) & ~is_star
@@ -279,4 +327,22 @@ def draw_population(n_sources: int, cfg: PopulationConfig, seed: int) -> dict[st
         "comp_r_half": np.where(pair, c_r, zero),
         "comp_e1": np.where(pair, c_e1, zero),
         "comp_e2": np.where(pair, c_e2, zero),
+        **parts,
     }
+
+
+def _component_light(rng: np.random.Generator, t: np.ndarray, z: np.ndarray, col: np.ndarray):
+    """Bulge-to-total and knot fraction (i band) of ``bulge_disk`` galaxies of SED type t at
+    redshift z, each component's share of every band's flux (N, 3, 4: bulge, disk, knots)
+    and the composite colours m_b - m_i (the disk keeps the galaxy's SED ``col``)."""
+    m = t.size
+    bt = np.clip(np.interp(t, _BT_T, _BT_MEAN) + 0.1 * rng.normal(size=m), 0.0, 0.95)
+    f_max = np.where(t >= 1.5, 0.3, np.where(t >= 0.7, 0.1, 0.0))
+    fk = rng.uniform(size=m) * f_max
+    weights = np.stack([bt, (1 - bt) * (1 - fk), (1 - bt) * fk], axis=1)  # i-band shares
+    colours = np.stack(
+        [band_colours(np.zeros(m), z), col, band_colours(np.full(m, 3.0), z)], axis=1
+    )  # (N, 3, 4), each relative to its own i band
+    flux = weights[:, :, None] * 10 ** (-0.4 * colours)
+    total = flux.sum(axis=1)
+    return bt, fk, flux / total[:, None, :], -2.5 * np.log10(total)
