@@ -57,7 +57,12 @@ def main() -> None:
     cfg = load_config(args.config)
     minutes = float(args.minutes or cfg["minutes"])
     name = args.name or cfg["name"]
-    store = ensure_galaxy_store(cfg["store"], cfg["n_sources"])
+    store = ensure_galaxy_store(
+        cfg["store"],
+        cfg["n_sources"],
+        tuple(cfg.get("surveys", ("hsc", "legacy"))),
+        morphology=cfg.get("morphology", "sersic"),
+    )
     variants = cfg["variants"]
     chosen = [v for v in args.variants.split(",") if v] or list(variants)
     unknown = sorted(set(chosen) - set(variants))

@@ -42,6 +42,13 @@ def store(tmp_path_factory):
     return ensure_galaxy_store(path, 80)  # there already: opened, not simulated again
 
 
+def test_a_store_of_another_morphology_is_refused_with_its_path(store):
+    from whatsreal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"holds a 'sersic' galaxy population.*bulge_disk"):
+        ensure_galaxy_store(store.path, 80, morphology="bulge_disk")
+
+
 def test_variant_config_replaces_model_overrides_and_sets_training_keys():
     cfg = variant_config(BASE, {"model": {"fm_weight": 0.0}, "train": {"lr": "2e-3"}})
     assert cfg.model_overrides == {"fm_weight": 0.0}  # replaced, not merged into base's

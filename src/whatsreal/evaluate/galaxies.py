@@ -21,7 +21,18 @@ from whatsreal.models.counterfactual import CounterfactualModel
 from whatsreal.sampling import SplitSpec, assign_split
 from whatsreal.store import ObservationStore
 
-PHYSICS_PARAMS = ("mag_i", "g_r", "r_i", "i_z", "r_half", "sersic_n", "e1", "e2", "redshift")
+PHYSICS_PARAMS = (
+    "mag_i",
+    "g_r",
+    "r_i",
+    "i_z",
+    "r_half",
+    "sersic_n",
+    "bulge_fraction",
+    "e1",
+    "e2",
+    "redshift",
+)
 INSTRUMENT_PARAMS = ("psf_fwhm", "depth", "sky_sigma", "ebv", "psf_e1")
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 

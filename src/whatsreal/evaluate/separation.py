@@ -78,7 +78,18 @@ CONDITION_PARAMS = (
     "psf_e2_i",
     "ebv",
 )
-SURVEY_PHYSICS_PARAMS = ("mag_i", "g_r", "r_i", "i_z", "r_half", "sersic_n", "e1", "e2", "redshift")
+SURVEY_PHYSICS_PARAMS = (
+    "mag_i",
+    "g_r",
+    "r_i",
+    "i_z",
+    "r_half",
+    "sersic_n",
+    "bulge_fraction",
+    "e1",
+    "e2",
+    "redshift",
+)
 TRANSFER_PARAMS = ("mag_i", "g_r", "r_i", "i_z", "r_half", "e1", "e2")
 
 

@@ -43,17 +43,29 @@ def ensure_galaxy_store(
     n_sources: int,
     surveys: tuple[str, ...] = ("hsc", "legacy"),
     seed: int = 1,
+    morphology: str = "sersic",
 ) -> ObservationStore:
-    """The benchmark's simulated galaxy store: simulated (``seed``) and paired if ``path``
-    holds none yet, opened as it is otherwise (so every variant reads the same galaxies)."""
+    """The benchmark's simulated galaxy store: simulated (``seed``, the population's
+    ``morphology``) and paired if ``path`` holds none yet, opened as it is otherwise (so
+    every variant reads the same galaxies); a store of another morphology is refused."""
     path = Path(path)
     if not (path / "observations.h5").is_file():
         from whatsreal.pairing import build_pairing
-        from whatsreal.simulate.galaxies import simulate_galaxies
+        from whatsreal.simulate.galaxies import GalaxySimConfig, simulate_galaxies
+        from whatsreal.simulate.galaxy_population import PopulationConfig
 
-        simulate_galaxies(path, n=int(n_sources), surveys=tuple(surveys), seed=seed)
+        config = GalaxySimConfig(population=PopulationConfig(morphology=morphology))
+        simulate_galaxies(path, n=int(n_sources), surveys=tuple(surveys), seed=seed, config=config)
         build_pairing(ObservationStore(path))
-    return ObservationStore(path)
+    store = ObservationStore(path)
+    population = (store.config.get("galaxies") or {}).get("population") or {}
+    have = population.get("morphology", "sersic")
+    if have != morphology:
+        raise ConfigError(
+            f"{path} holds a '{have}' galaxy population, the config asks for '{morphology}': "
+            "point `store` at another path, or remove the store to simulate it again"
+        )
+    return store
 
 
 def _check_spec(name: str, spec: Mapping[str, Any] | None) -> dict[str, Any]:
