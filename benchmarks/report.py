@@ -139,7 +139,7 @@ def lightcurves(r: dict) -> list[str]:
 
 
 def simulate_galaxies(r: dict) -> list[str]:
-    return [
+    lines = [
         f"{r['n_sources']:,} GalSim galaxies (continuous Sersic index) seen by "
         f"{', '.join(r['surveys'])} = {r['stamps']:,} stamps ({r['stamp']}), "
         f"{r['workers']} worker processes; the naive loop (a new `galsim.Sersic` per galaxy, "
@@ -153,9 +153,14 @@ def simulate_galaxies(r: dict) -> list[str]:
         f"| naive GalSim loop ({r['naive_stamps_per_s_per_process']:,.0f} per process) | "
         f"{r['naive_stamps_per_s']:,.0f} |",
         f"| speed-up, end to end vs naive | {r['speedup_end_to_end_vs_naive']}× |",
-        "",
-        f"Goal ({r['goal']}): {_yes(r['goal_met_end_to_end'])}.",
     ]
+    if "render_only_bulge_disk_stamps_per_s" in r:
+        lines.append(
+            f"| rendering only, bulge + disk + knots population (`morphology: bulge_disk`) | "
+            f"{r['render_only_bulge_disk_stamps_per_s']:,.0f} "
+            f"({r['bulge_disk_over_sersic_render']:.2f}× the Sersic rate) |"
+        )
+    return [*lines, "", f"Goal ({r['goal']}): {_yes(r['goal_met_end_to_end'])}."]
 
 
 def lightcurves_ceiling(r: dict) -> list[str]:
