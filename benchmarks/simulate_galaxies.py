@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from whatsreal.simulate.galaxies import GalaxySimConfig, prepare, render_observations
-from whatsreal.simulate.galaxy_population import PopulationConfig
 from whatsreal.simulate.galaxies import simulate_galaxies as simulate
+from whatsreal.simulate.galaxy_population import PopulationConfig
 from whatsreal.utils import atomic_write_json
 
 HERE = Path(__file__).parent
