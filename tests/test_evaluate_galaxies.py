@@ -205,8 +205,9 @@ def test_a_run_without_a_decoder_gets_no_counterfactuals(galaxy_run, tmp_path, o
     assert r["n_test_pairs"] == 20 and np.isfinite(r["retrieval"]["top1"])
     page = (enc / "report.html").read_text()
     assert "No counterfactuals" in page
-    # the probe chart, the latent maps and the default few-shot curves (three properties)
-    assert page.count("data:image/png;base64,") == 5
+    # the retrieval examples, the probe chart, the latent maps and the default few-shot
+    # curves (three properties)
+    assert page.count("data:image/png;base64,") == 6 and "Retrieval examples" in page
     assert set(r["few_shot"]) == {"redshift", "r_half", "g_r"}
 
 
