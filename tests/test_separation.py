@@ -84,6 +84,21 @@ def test_raw_pixel_features_share_one_pca_so_identical_images_retrieve_each_othe
     assert not np.allclose(other, feats)
 
 
+def test_the_survey_identity_goal_is_chance_plus_0_15_for_any_number_of_surveys():
+    per = {"physics": {"psf_fwhm_i": 0.0, "depth_i": -0.1}}
+    ev = {
+        "per_survey": {"hsc": per, "legacy": per, "lsst": per},
+        "transfer": {"hsc->legacy": {"mag_i": {"gap": 0.01}}},
+        "retrieval": {"top1": 0.9, "recall@10": 0.99},
+    }
+    shared = {"per_survey": {"hsc": {}, "legacy": {}, "lsst": {}}}
+    for chance, acc, key, met in ((1 / 3, 0.45, "<= 0.48", True), (0.5, 0.66, "<= 0.65", False)):
+        ident = {"survey_identity": {"physics": {"accuracy": acc, "chance": chance}}}
+        results = {"shared": shared, "variants": {"v": {"evaluation": {**ev, **ident}}}}
+        g = separation_goals(results)["v"][f"physics latent survey-identity accuracy {key}"]
+        assert g["met"] is met and g["value"] == acc
+
+
 def test_border_noise_features_read_the_sky_noise():
     rng = np.random.default_rng(2)
     sigma = np.array([0.5, 1.0, 2.0, 4.0])

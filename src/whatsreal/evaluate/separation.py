@@ -762,11 +762,12 @@ def separation_goals(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 "goal": "<= 0.1",
                 "met": bool(leak <= 0.1),
             }
-        acc = ev["survey_identity"][space]["accuracy"]
-        g[f"{name_of} survey-identity accuracy <= 0.65"] = {
-            "value": acc,
-            "goal": "<= 0.65",
-            "met": bool(acc <= 0.65),
+        ident = ev["survey_identity"][space]
+        need = round(ident.get("chance", 0.5) + 0.15, 2)  # 0.65 for two balanced surveys
+        g[f"{name_of} survey-identity accuracy <= {need:.2f}"] = {
+            "value": ident["accuracy"],
+            "goal": f"<= {need:.2f} (chance {ident.get('chance', 0.5):.2f} + 0.15)",
+            "met": bool(ident["accuracy"] <= need),
         }
         worst = max(q["gap"] for t in ev["transfer"].values() for q in t.values())
         g["cross-survey transfer: worst gap <= 0.05"] = {
