@@ -34,7 +34,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from whatsreal.evaluate.galaxies import paired_rows, probe_r2, split_sources, truth_table
+from whatsreal.evaluate.galaxies import (
+    PHYSICS_PARAMS,
+    paired_rows,
+    probe_r2,
+    split_sources,
+    truth_table,
+)
 from whatsreal.evaluate.probes import (
     ProbeSettings,
     classification_accuracy,
@@ -78,18 +84,7 @@ CONDITION_PARAMS = (
     "psf_e2_i",
     "ebv",
 )
-SURVEY_PHYSICS_PARAMS = (
-    "mag_i",
-    "g_r",
-    "r_i",
-    "i_z",
-    "r_half",
-    "sersic_n",
-    "bulge_fraction",
-    "e1",
-    "e2",
-    "redshift",
-)
+SURVEY_PHYSICS_PARAMS = PHYSICS_PARAMS  # the physics truth every galaxy probe reads
 TRANSFER_PARAMS = ("mag_i", "g_r", "r_i", "i_z", "r_half", "e1", "e2")
 
 
