@@ -97,6 +97,16 @@ def test_the_survey_identity_goal_is_chance_plus_0_15_for_any_number_of_surveys(
         results = {"shared": shared, "variants": {"v": {"evaluation": {**ev, **ident}}}}
         g = separation_goals(results)["v"][f"physics latent survey-identity accuracy {key}"]
         assert g["met"] is met and g["value"] == acc
+    # without the supervised references there is no ceiling: the goal is the 0.5 floor
+    ctx = {**per, "instrument_context": {"psf_fwhm_i": 0.6, "depth_i": 0.4}}
+    ctx["instrument"] = ctx["instrument_context"] | {"mag_i": 0.1, "r_half": 0.1}
+    ctx["instrument_context"] = ctx["instrument"]
+    ev["per_survey"] = {"hsc": ctx, "legacy": ctx, "lsst": ctx}
+    results = {"shared": shared, "variants": {"v": {"evaluation": {**ev, **ident}}}}
+    goals = separation_goals(results)["v"]
+    psf = goals["hsc: instrument latent (+ context) R²(psf_fwhm_i) >= max(0.7 x ceiling, 0.5)"]
+    depth = goals["hsc: instrument latent (+ context) R²(depth_i) >= max(0.7 x ceiling, 0.5)"]
+    assert psf["met"] and not depth["met"] and "no ceiling measured" in psf["goal"]
 
 
 def test_border_noise_features_read_the_sky_noise():
