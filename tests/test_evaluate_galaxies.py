@@ -208,6 +208,16 @@ def test_a_run_without_a_decoder_gets_no_counterfactuals(galaxy_run, tmp_path, o
     # the retrieval examples, the probe chart, the latent maps and the default few-shot
     # curves (three properties)
     assert page.count("data:image/png;base64,") == 6 and "Retrieval examples" in page
+    # a single-latent baseline is refused with a pointer to the benchmark that scores it
+    single = tmp_path / "single"
+    shutil.copytree(enc, single, ignore=shutil.ignore_patterns("model"))
+    build_counterfactual_model(
+        "tiny", "image", 4, 48, single_latent=True, hybrid_weight=1.0, fm_weight=0.0
+    ).save_pretrained(single / "model")
+    from whatsreal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="single-latent baseline"):
+        evaluate_galaxy_run(single, n_probe=40, n_test=20, progress=False)
     assert set(r["few_shot"]) == {"redshift", "r_half", "g_r"}
 
 

@@ -194,6 +194,12 @@ def evaluate_galaxy_run(
     stage = Stages(quiet=not progress)
     run = load_galaxy_run(run_dir, store)
     model, st = run.model, run.store
+    if getattr(model, "single_latent", False):
+        raise ConfigError(
+            f"{run.path} holds a single-latent baseline (one latent, no instrument encoder "
+            "or decoder); `whatsreal evaluate` scores dual-latent runs. Score it with the "
+            "separation benchmark: python benchmarks/separation_galaxies.py --skip-train"
+        )
     a, b = _survey_pair(st, surveys)
     stage(f"run {run.path}: {type(model).__name__}, store {st.path} ({st.n_obs:,} observations)")
     timings: dict[str, float] = {}
