@@ -4,6 +4,7 @@ self-contained HTML page. Every number shown is read from the evaluation's resul
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -296,6 +297,11 @@ def _ret_row(name: str, r: Mapping[str, float]) -> list:
     return [name, r["top1"], r["recall@10"], r["a_to_b_recall@1"], r["b_to_a_recall@1"]]
 
 
+def _model_space(model: torch.nn.Module, a: np.ndarray) -> np.ndarray:
+    """Flux-unit arrays through the model's own stretch (what the figures show)."""
+    return model.normalize(torch.from_numpy(np.ascontiguousarray(a, np.float32))).numpy()
+
+
 def _rgb(x: np.ndarray, top: np.ndarray) -> np.ndarray:
     """(C, H, W) in model space -> (H, W, 3) in [0, 1]: i, r, g as RGB (or one band as grey),
     each band scaled by ``top`` (that row's truth percentile) so a row shares one scale."""
@@ -328,8 +334,7 @@ def counterfactual_grid(
     )
     fig, axes = plt.subplots(n, len(titles), figsize=(1.3 * len(titles), 1.4 * n), squeeze=False)
 
-    def norm(a: np.ndarray) -> np.ndarray:
-        return model.normalize(torch.from_numpy(np.ascontiguousarray(a, np.float32))).numpy()
+    norm = functools.partial(_model_space, model)
 
     names = store.instruments
     for i in range(n):
@@ -382,8 +387,7 @@ def retrieval_examples_figure(
         len(queries), k + 1, figsize=(1.3 * (k + 1), 1.4 * len(queries)), squeeze=False
     )
 
-    def norm(a: np.ndarray) -> np.ndarray:
-        return model.normalize(torch.from_numpy(np.ascontiguousarray(a, np.float32))).numpy()
+    norm = functools.partial(_model_space, model)
 
     names = store.instruments
     for i, q in enumerate(queries):
