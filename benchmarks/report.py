@@ -711,8 +711,10 @@ def embed(r: dict) -> list[str]:
         f"{r['config']['repeats']} repeats of {r['config']['n_obs']:,} observations. *eager*: "
         "fp32, contiguous, no inference_mode; *tuned*: the `whatsreal embed` path "
         "(batch norms folded into the convolutions, channels_last, inference_mode, threads "
-        "set); *bf16*: tuned plus bf16 autocast (`whatsreal embed --bf16`), shown beside, "
-        "not the default; its error is relative to the plain fp32 latents.",
+        "set); *bf16 autocast*: tuned under `torch.autocast` (weights re-cast on every call); "
+        "*bf16 weights*: the `whatsreal embed --bf16` path, the encoders' weights cast to bf16 "
+        "once (the input normalisation stays fp32). The bf16 errors are relative to the plain "
+        "fp32 latents; fp32 stays the default.",
         "",
         "| mode | batch | threads | obs/s | all repeats |",
         "|---|---|---|---|---|",
@@ -729,7 +731,14 @@ def embed(r: dict) -> list[str]:
         "",
         f"Tuned / eager: {r['ratio_tuned_vs_eager']}× (best tuned batch "
         f"{r['best_tuned']['batch_size']}); that is {r['encoder_passes_per_s_best_tuned']:,.0f} "
-        f"single-encoder passes/s. Goal ({r['goal']}): {_yes(r['goal_met'])}.",
+        f"single-encoder passes/s. Goal ({r['goal']}): {_yes(r['goal_met'])}"
+        + (
+            f", by {r['fastest']['mode']} at batch {r['fastest']['batch_size']} "
+            f"({r['fastest']['obs_per_s']:,.0f} obs/s); in fp32: "
+            f"{_yes(r['goal_met_fp32'])}."
+            if "fastest" in r
+            else "."
+        ),
     ]
     return lines
 

@@ -90,17 +90,33 @@ def fold_batchnorm(model: torch.nn.Module) -> int:
 
 
 def inference_model(
-    model: torch.nn.Module, device: str | torch.device = "cpu", channels_last: bool | None = None
+    model: torch.nn.Module,
+    device: str | torch.device = "cpu",
+    channels_last: bool | None = None,
+    precision: torch.dtype | None = None,
 ) -> torch.nn.Module:
     """The model on ``device`` in eval mode, for inference only (changed in place): batch norms
-    folded into their convolutions, and image models in channels_last memory by default; both
-    run the ResNet encoders faster on CPU (benchmarks/embed.py measures it)."""
+    folded into their convolutions, which runs the ResNet encoders faster on CPU
+    (benchmarks/embed.py measures it). ``channels_last`` defaults to on for image models in
+    bf16 only: oneDNN's bf16 kernels want it (about 1.4x), while in fp32 it was measured
+    slower on one CPU and faster on another, so fp32 keeps the contiguous layout.
+
+    ``precision`` (e.g. ``torch.bfloat16``) casts the encoders' weights once, for models that
+    offer ``encoders_to`` (the image counterfactual models): on CPUs with bf16 matrix units
+    (AMX) that runs them about 2x faster than bf16 autocast, which re-casts every weight on
+    every call. :func:`embed_array` with the same ``autocast`` dtype then skips autocast. Other
+    models ignore it and take the autocast path.
+    """
     model = model.to(device).eval()
     fold_batchnorm(model)
+    low = precision is not None and precision != torch.float32
     if channels_last is None:
-        channels_last = getattr(model, "modality", None) == "image"
+        channels_last = low and getattr(model, "modality", None) == "image"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if low and hasattr(model, "encoders_to"):
+        model.encoders_to(precision)
+        model._encoder_precision = precision
     return model
 
 
@@ -122,16 +138,20 @@ def embed_array(
     Dual models give ``{"physics": ..., "instrument": ...}``; single-latent models give
     ``{"latent": ...}``; each (N, D) float32. Image batches follow the model's memory format
     (see :func:`inference_model`). ``autocast`` (e.g. ``torch.bfloat16``) runs the encoders
-    in lower precision, faster where the CPU has bf16 units but no longer bit-identical.
+    in lower precision, faster where the CPU has bf16 units but no longer bit-identical: with
+    the weights cast by ``inference_model(precision=...)`` when the model was prepared so,
+    else under ``torch.autocast``.
     """
     device = next(model.parameters()).device
     x = flux if torch.is_tensor(flux) else torch.from_numpy(np.asarray(flux, dtype=np.float32))
     x = x.to(device=device, dtype=torch.float32)
     if x.ndim == 4 and _channels_last(model):
         x = x.contiguous(memory_format=torch.channels_last)
+    # weights already cast by inference_model(precision=...): no autocast on top
+    cast = autocast is not None and getattr(model, "_encoder_precision", None) != autocast
     with (
         torch.inference_mode(),
-        torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None),
+        torch.autocast(device.type, dtype=autocast or torch.float32, enabled=cast),
     ):
         out = model.embed(x)
     named = {"physics": out[0], "instrument": out[1]} if isinstance(out, tuple) else {"latent": out}
@@ -241,8 +261,10 @@ def embed_store(
     """Embed every store row with the saved model in ``model_dir`` into the Parquet file ``out``.
 
     Resumable (see the module docstring) and atomic: ``out`` appears only when complete.
-    ``bf16`` runs the encoders under bf16 autocast (faster on CPUs with bf16 units; latents
-    differ from fp32 by well under 1%); it is recorded, and queries by file reuse it.
+    ``bf16`` runs the encoders in bf16 (image models: bf16 weights, see
+    :func:`inference_model`; others: bf16 autocast). It is faster on CPUs with bf16 units,
+    the latents differ from fp32 by about 1% (benchmarks/embed.py measures it), and it is
+    recorded, so queries by file reuse it.
     """
     import pyarrow.parquet as pq
 
@@ -259,7 +281,10 @@ def embed_store(
     if out.suffix != ".parquet":
         raise ValueError(f"embeddings are written as Parquet; give a path ending .parquet: {out}")
     store = store if isinstance(store, ObservationStore) else ObservationStore(store)
-    model = inference_model(load_pretrained(model_dir, map_location=device), device)
+    autocast = torch.bfloat16 if bf16 else None
+    model = inference_model(
+        load_pretrained(model_dir, map_location=device), device, precision=autocast
+    )
     cfg = getattr(model, "config", {})
     want = cfg.get("in_channels")
     size = cfg.get("size") if cfg.get("modality") == "image" else None
@@ -269,7 +294,6 @@ def embed_store(
             f"store {store.path} holds {store.shape}; embed a store of the data the model was "
             "trained on"
         )
-    autocast = torch.bfloat16 if bf16 else None
     probe = embed_array(model, np.zeros((1, *store.shape), np.float32))
     dims = {space: int(z.shape[1]) for space, z in probe.items()}
     plan = {

@@ -124,8 +124,8 @@ def embed_cutout(
     from whatsreal.infer.embed import embed_array, inference_model
     from whatsreal.models.base import load_pretrained
 
-    model = inference_model(load_pretrained(model_dir))
     dtype = getattr(torch, autocast) if autocast else None
+    model = inference_model(load_pretrained(model_dir), precision=dtype)
     return {k: v[0] for k, v in embed_array(model, flux[None], autocast=dtype).items()}
 
 
