@@ -711,10 +711,9 @@ def embed(r: dict) -> list[str]:
         f"{r['config']['repeats']} repeats of {r['config']['n_obs']:,} observations. *eager*: "
         "fp32, contiguous, no inference_mode; *tuned*: the `whatsreal embed` path "
         "(batch norms folded into the convolutions, channels_last, inference_mode, threads "
-        "set); *bf16 autocast*: tuned under `torch.autocast` (weights re-cast on every call); "
-        "*bf16 weights*: the `whatsreal embed --bf16` path, the encoders' weights cast to bf16 "
-        "once (the input normalisation stays fp32). The bf16 errors are relative to the plain "
-        "fp32 latents; fp32 stays the default.",
+        "set) in each fp32 memory layout; *bf16*: the `whatsreal embed --bf16` path, bf16 "
+        "autocast in channels_last. The bf16 error is relative to the plain fp32 latents; "
+        "fp32 stays the default.",
         "",
         "| mode | batch | threads | obs/s | all repeats |",
         "|---|---|---|---|---|",

@@ -166,7 +166,7 @@ def test_inference_model_folds_batchnorm_without_changing_latents(one_thread):
         np.testing.assert_allclose(out[key], ref[key], rtol=1e-4, atol=1e-4)
 
 
-def test_inference_model_bf16_weights_close_to_fp32(one_thread):
+def test_inference_model_bf16_close_to_fp32(one_thread):
     import torch
 
     from whatsreal.infer.embed import embed_array, inference_model
@@ -176,10 +176,8 @@ def test_inference_model_bf16_weights_close_to_fp32(one_thread):
     x = np.random.default_rng(1).normal(size=(6, *SHAPE)).astype(np.float32)
     ref = embed_array(model, x)
     low = inference_model(model, precision=torch.bfloat16)
-    assert next(low.physics_encoder.parameters()).dtype == torch.bfloat16
-    assert next(low.instrument_encoder.parameters()).dtype == torch.bfloat16
     stem = next(p for p in low.physics_encoder.parameters() if p.ndim == 4)
-    assert stem.is_contiguous(memory_format=torch.channels_last)
+    assert stem.is_contiguous(memory_format=torch.channels_last)  # bf16's layout
     out = embed_array(low, x, autocast=torch.bfloat16)
     for key in ref:
         assert out[key].dtype == np.float32

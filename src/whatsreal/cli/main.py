@@ -709,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument(
         "--bf16",
         action="store_true",
-        help="bf16 encoders (faster on CPUs with bf16 units; ~1%% from fp32)",
+        help="bf16 autocast, channels_last (faster on CPUs with bf16 units; ~1%% from fp32)",
     )
     emb.add_argument("--overwrite", action="store_true", help="replace an existing output")
     emb.add_argument("--quiet", action="store_true", help="no progress bar")

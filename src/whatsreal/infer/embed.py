@@ -98,14 +98,12 @@ def inference_model(
     """The model on ``device`` in eval mode, for inference only (changed in place): batch norms
     folded into their convolutions, which runs the ResNet encoders faster on CPU
     (benchmarks/embed.py measures it). ``channels_last`` defaults to on for image models in
-    bf16 only: oneDNN's bf16 kernels want it (about 1.4x), while in fp32 it was measured
-    slower on one CPU and faster on another, so fp32 keeps the contiguous layout.
+    bf16 only: oneDNN's bf16 kernels run faster in it, while in fp32 it was measured slower
+    on one CPU and faster on another, so fp32 keeps the contiguous layout.
 
-    ``precision`` (e.g. ``torch.bfloat16``) casts the encoders' weights once, for models that
-    offer ``encoders_to`` (the image counterfactual models): on CPUs with bf16 matrix units
-    (AMX) that runs them about 2x faster than bf16 autocast, which re-casts every weight on
-    every call. :func:`embed_array` with the same ``autocast`` dtype then skips autocast. Other
-    models ignore it and take the autocast path.
+    ``precision`` is the dtype :func:`embed_array` will be given as ``autocast`` (e.g.
+    ``torch.bfloat16``); it only picks that default layout. Casting the weights to bf16 once
+    instead of autocasting was measured no faster in the same layout (benchmarks/embed.py).
     """
     model = model.to(device).eval()
     fold_batchnorm(model)
@@ -114,9 +112,6 @@ def inference_model(
         channels_last = low and getattr(model, "modality", None) == "image"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if low and hasattr(model, "encoders_to"):
-        model.encoders_to(precision)
-        model._encoder_precision = precision
     return model
 
 
@@ -138,20 +133,17 @@ def embed_array(
     Dual models give ``{"physics": ..., "instrument": ...}``; single-latent models give
     ``{"latent": ...}``; each (N, D) float32. Image batches follow the model's memory format
     (see :func:`inference_model`). ``autocast`` (e.g. ``torch.bfloat16``) runs the encoders
-    in lower precision, faster where the CPU has bf16 units but no longer bit-identical: with
-    the weights cast by ``inference_model(precision=...)`` when the model was prepared so,
-    else under ``torch.autocast``.
+    in lower precision under ``torch.autocast``, faster where the CPU has bf16 units (with the
+    model prepared by ``inference_model(precision=...)``) but no longer bit-identical.
     """
     device = next(model.parameters()).device
     x = flux if torch.is_tensor(flux) else torch.from_numpy(np.asarray(flux, dtype=np.float32))
     x = x.to(device=device, dtype=torch.float32)
     if x.ndim == 4 and _channels_last(model):
         x = x.contiguous(memory_format=torch.channels_last)
-    # weights already cast by inference_model(precision=...): no autocast on top
-    cast = autocast is not None and getattr(model, "_encoder_precision", None) != autocast
     with (
         torch.inference_mode(),
-        torch.autocast(device.type, dtype=autocast or torch.float32, enabled=cast),
+        torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None),
     ):
         out = model.embed(x)
     named = {"physics": out[0], "instrument": out[1]} if isinstance(out, tuple) else {"latent": out}
@@ -261,8 +253,8 @@ def embed_store(
     """Embed every store row with the saved model in ``model_dir`` into the Parquet file ``out``.
 
     Resumable (see the module docstring) and atomic: ``out`` appears only when complete.
-    ``bf16`` runs the encoders in bf16 (image models: bf16 weights, see
-    :func:`inference_model`; others: bf16 autocast). It is faster on CPUs with bf16 units,
+    ``bf16`` runs the encoders under bf16 autocast, image models in channels_last (see
+    :func:`inference_model`). It is faster on CPUs with bf16 units,
     the latents differ from fp32 by about 1% (benchmarks/embed.py measures it), and it is
     recorded, so queries by file reuse it.
     """

@@ -549,21 +549,12 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         """Physics and instrument latents (N, n_tokens * token_dim) of observations in flux;
         a ``single_latent`` model returns its one latent."""
         x = self.normalize(observations)
-        # the encoders' own precision (bf16 after encoders_to; the normalisation stays fp32)
-        x = x.to(next(self.physics_encoder.parameters()).dtype)
         if self.instrument_encoder is None:
-            return self.physics_encoder(x).flatten(1).float()
+            return self.physics_encoder(x).flatten(1)
         return (
-            self.physics_encoder(x).flatten(1).float(),
-            self.instrument_encoder(x).flatten(1).float(),
+            self.physics_encoder(x).flatten(1),
+            self.instrument_encoder(x).flatten(1),
         )
-
-    def encoders_to(self, dtype: torch.dtype) -> None:
-        """Cast the encoders' weights to ``dtype`` for inference (e.g. bf16, once, rather than
-        autocast's cast per call); :meth:`embed` then feeds them inputs of that dtype."""
-        for enc in (self.physics_encoder, self.instrument_encoder):
-            if enc is not None:
-                enc.to(dtype)
 
     # -- training objective ----------------------------------------------------------------
     def loss(
