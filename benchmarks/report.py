@@ -732,7 +732,7 @@ def embed(r: dict) -> list[str]:
         f"{r['best_tuned']['batch_size']}); that is {r['encoder_passes_per_s_best_tuned']:,.0f} "
         f"single-encoder passes/s. Goal ({r['goal']}): {_yes(r['goal_met'])}"
         + (
-            f", by {r['fastest']['mode']} at batch {r['fastest']['batch_size']} "
+            f"; fastest: {r['fastest']['mode']} at batch {r['fastest']['batch_size']} "
             f"({r['fastest']['obs_per_s']:,.0f} obs/s); in fp32: "
             f"{_yes(r['goal_met_fp32'])}."
             if "fastest" in r
