@@ -217,6 +217,7 @@ def test_sky_context_rows_is_the_samplers_rule(sky_store):
         {"instrument_positives": "set_halves", "instrument_negatives": "same_instrument"},
         {"disentangle_weight": 1.0},
         {"disentangle_weight": 1.0, "hybrid_weight": 0.0},
+        {"decorrelate_weight": 1.0, "decorrelate_components": 2},
         {"projection_head": "none"},
         {"projection_head": "linear"},
     ],
@@ -235,7 +236,11 @@ def test_separation_levers_train(sky_store, one_thread, options):
         assert "agree" not in out  # the physics term is its own switch
     if options.get("disentangle_weight"):
         assert 0 < out["disent"].item() < 10
+    if options.get("decorrelate_weight"):
+        assert 0 < out["decor"].item() <= 1
     out["total"].backward()
+    if options.get("decorrelate_weight"):  # the instrument encoder is what it moves
+        assert any(p.grad.abs().sum() > 0 for p in model.instrument_encoder.parameters())
     if options.get("disentangle_weight"):  # the head learns (the encoder sees it reversed)
         assert any(p.grad.abs().sum() > 0 for p in model.disentangler.parameters())
     grad = [p.grad for p in model.physics_encoder.parameters() if p.grad is not None]
@@ -244,6 +249,31 @@ def test_separation_levers_train(sky_store, one_thread, options):
         del batch["physics_instrument"]
         with pytest.raises(KeyError, match="physics_instrument"):
             model.loss(batch)
+
+
+def test_decorrelation_is_the_variance_the_physics_components_explain():
+    """Known answers: an instrument latent that copies the physics latent's one varying
+    direction is fully explained (1); one independent of it only by chance (~k/n); the
+    survey's own offset (a constant per instrument) is not counted."""
+    torch.manual_seed(0)
+    model = build_counterfactual_model(
+        "tiny", "image", 2, 16, hybrid_weight=1.0, decorrelate_weight=1.0, decorrelate_components=1
+    )
+    n, d = 400, model.latent_dim
+    inst = torch.arange(n) % 2
+    signal = torch.randn(n, 1)
+    zp = signal * torch.randn(1, d) + 5.0 * inst[:, None]
+    batch = {"anchor": torch.zeros(n, 2, 16, 16), "instrument": inst}
+    copied = signal.expand(n, d) + 3.0 * inst[:, None]
+    same = model._decorrelate(batch, {"physics": zp, "instrument": copied})
+    assert same.item() == pytest.approx(1.0, abs=1e-4)
+    other = model._decorrelate(batch, {"physics": zp, "instrument": torch.randn(n, d)})
+    assert other.item() < 5 / (n / 2)  # chance level: k / n per instrument, k = 1
+    offset = model._decorrelate(
+        batch,
+        {"physics": zp, "instrument": 7.0 * inst[:, None].expand(n, d).float() + torch.randn(n, d)},
+    )
+    assert offset.item() < 5 / (n / 2)
 
 
 def test_without_projection_heads_the_info_nce_acts_on_the_latents(sky_store, one_thread):

@@ -318,6 +318,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         instrument_core_radius: float = 0.0,
         instrument_positives: str = "views",
         disentangle_weight: float = 0.0,
+        decorrelate_weight: float = 0.0,
+        decorrelate_components: int = 8,
         instrument_memory: int = 0,
         memory_exclusion_deg: float = 0.1,
         instrument_band_drop: float = 0.0,
@@ -375,6 +377,13 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         if disentangle_weight < 0:
             raise ConfigError(f"disentangle_weight must be >= 0; got {disentangle_weight}")
         self.disentangle_weight = float(disentangle_weight)
+        if decorrelate_weight < 0 or decorrelate_components < 1:
+            raise ConfigError(
+                f"decorrelate_weight must be >= 0 and decorrelate_components >= 1; got "
+                f"{decorrelate_weight} and {decorrelate_components}"
+            )
+        self.decorrelate_weight = float(decorrelate_weight)
+        self.decorrelate_components = int(decorrelate_components)
         for key, on in (
             ("instrument_highpass", instrument_highpass),
             ("instrument_per_band", instrument_per_band),
@@ -582,7 +591,12 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             out["fm"] = self._flow_matching(batch["anchor"], cond, cmask, generator)
             total = total + self.fm_weight * out["fm"]
         anchors: dict[str, Tensor] = {}
-        if self.hybrid_weight > 0 or self.agreement_weight > 0 or self.instrument_agreement_weight:
+        if (
+            self.hybrid_weight > 0
+            or self.agreement_weight > 0
+            or self.instrument_agreement_weight > 0
+            or self.decorrelate_weight > 0
+        ):
             phys, inst, agree, anchors = self._hybrid_terms(batch, per_view)
             if self.hybrid_weight > 0:
                 out["phys"], out["inst"] = phys, inst
@@ -599,6 +613,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         if self.disentangle_weight > 0:
             out["disent"] = self._disentangle(batch, anchors)
             total = total + self.disentangle_weight * out["disent"]
+        if self.decorrelate_weight > 0:
+            out["decor"] = self._decorrelate(batch, anchors)
+            total = total + self.decorrelate_weight * out["decor"]
         if self.stats_weight > 0:
             out["stats"] = self._statistics(batch, per_view["instrument"])
             total = total + self.stats_weight * out["stats"]
@@ -678,6 +695,40 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         target = target - means[inst]
         pred = self.disentangler(reverse_gradient(zi.float()))
         return F.mse_loss(pred, target) / target.pow(2).mean().clamp_min(1e-8)
+
+    def _decorrelate(self, batch: dict[str, Tensor], anchors: dict[str, Tensor]) -> Tensor:
+        """The fraction of each instrument-latent dimension's variance, within one instrument
+        of the batch, that the top ``decorrelate_components`` principal components of the
+        same observations' physics latents (detached) explain linearly; averaged over the
+        dimensions and the instruments. In [0, 1]: 0 when the anchor's instrument latent
+        holds nothing linear of what its physics latent holds (the galaxy's brightness,
+        size, colour) beyond survey identity, which centring within an instrument removes.
+        A direct, non-adversarial target for the galaxy leaking into the instrument
+        latent of an observation's own image."""
+        x = self.normalize(batch["anchor"])
+        zp = anchors["physics"] if "physics" in anchors else self.physics_encoder(x).flatten(1)
+        zi = (
+            anchors["instrument"]
+            if "instrument" in anchors
+            else self.instrument_encoder(x).flatten(1)
+        )
+        zp, zi = zp.detach().float(), zi.float()
+        inst = batch["instrument"].to(zi.device).long()
+        k = self.decorrelate_components
+        terms = []
+        for g in torch.unique(inst):
+            rows = inst == g
+            n = int(rows.sum())
+            if n <= k + 1:  # too few observations to estimate k components
+                continue
+            p = zp[rows] - zp[rows].mean(0)
+            u = torch.linalg.svd(p, full_matrices=False)[0][:, :k]  # (n, k) orthonormal
+            q = zi[rows] - zi[rows].mean(0)
+            q = q / q.pow(2).mean(0).add(1e-6).sqrt()  # unit variance per dimension
+            terms.append((u.T @ q).pow(2).sum() / (n * q.shape[1]))
+        if not terms:
+            return zi.new_zeros(())
+        return torch.stack(terms).mean()
 
     def _statistics(self, batch: dict[str, Tensor], inst_tokens: Tensor) -> Tensor:
         """A summary-statistics decoder: from the mean instrument latent of the anchor's
@@ -892,6 +943,7 @@ _SINGLE_LATENT_OFF = (
     "fm_weight",
     "instrument_agreement_weight",
     "disentangle_weight",
+    "decorrelate_weight",
     "stats_weight",
     "instrument_memory",
     "instrument_band_drop",
