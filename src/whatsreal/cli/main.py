@@ -205,6 +205,7 @@ def _prepare(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        catalogues=args.catalogues,
     )
     for line in report.lines():
         print(line)
@@ -618,6 +619,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="reject cutouts with at least this fraction of bad grid pixels (default 1: all)",
     )
     prep.add_argument("--compact", action="store_true", help="write a compact store (~4x smaller)")
+    prep.add_argument(
+        "--catalogues",
+        choices=("memory", "hats"),
+        default="memory",
+        help="cross-match and neighbours in memory (default) or through LSDB on HATS "
+        "catalogues, for surveys past one machine (pip install 'whatsreal[scale]')",
+    )
     prep.add_argument("--resume", action="store_true", help="continue an interrupted run")
     prep.add_argument(
         "--overwrite", action="store_true", help="replace the store and any interrupted run"

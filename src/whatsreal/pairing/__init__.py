@@ -1,6 +1,6 @@
 """Pairing: sky cross-match between instruments and per-instrument neighbour graphs."""
 
-from whatsreal.pairing.graph import build_pairing
+from whatsreal.pairing.graph import CATALOGUE_BACKENDS, build_pairing
 from whatsreal.pairing.sky import (
     CrossMatch,
     assign_source_ids,
@@ -11,6 +11,7 @@ from whatsreal.pairing.sky import (
 )
 
 __all__ = [
+    "CATALOGUE_BACKENDS",
     "CrossMatch",
     "assign_source_ids",
     "build_pairing",

@@ -18,6 +18,9 @@ from whatsreal.utils import sweep_stale_temps, temp_sibling
 
 log = logging.getLogger(__name__)
 
+# where cross-match and neighbours run: one in-memory k-d tree, or LSDB on HATS catalogues
+CATALOGUE_BACKENDS = ("memory", "hats")
+
 
 def _nearest_hint(store: ObservationStore) -> str:
     """How far apart same-instrument observations of different sources are (for advice)."""
@@ -41,6 +44,8 @@ def build_pairing(
     store: ObservationStore | str | Path,
     k: int = 5,
     radius: float | u.Quantity = 3.0 * u.arcmin,
+    backend: str = "memory",
+    work: str | Path | None = None,
 ) -> Neighbours:
     """Compute each observation's ``k`` nearest same-instrument neighbours within ``radius``
     and write them to ``pairing.h5`` in the store (atomically, replacing an older graph).
@@ -51,6 +56,8 @@ def build_pairing(
     """
     radius_as = angle_arcsec(radius, "radius")
     k = neighbour_count(k)
+    if backend not in CATALOGUE_BACKENDS:
+        raise ConfigError(f"backend must be one of {list(CATALOGUE_BACKENDS)}; got {backend!r}")
     if not isinstance(store, ObservationStore):
         store = ObservationStore(store)
     if not store.has_positions:
@@ -59,9 +66,15 @@ def build_pairing(
             "Without positions the view sampler draws instrument views from the instrument's pool"
         )
     t0 = time.perf_counter()
-    index, sep = neighbour_graph(
-        store.table["ra"], store.table["dec"], store.instrument, store.source_id, k, radius_as
-    )
+    args = (store.table["ra"], store.table["dec"], store.instrument, store.source_id, k, radius_as)
+    if backend == "hats":
+        from whatsreal.pairing.hats import neighbour_graph_hats
+
+        if work is None:
+            raise ConfigError("backend 'hats' needs a work folder for its catalogues (work=...)")
+        index, sep = neighbour_graph_hats(*args, work)
+    else:
+        index, sep = neighbour_graph(*args)
     counts = (index >= 0).sum(axis=1)
     if store.n_obs and not counts.any():
         raise ConfigError(
@@ -99,4 +112,4 @@ def build_pairing(
     return store.neighbours
 
 
-__all__ = ["build_pairing"]
+__all__ = ["CATALOGUE_BACKENDS", "build_pairing"]

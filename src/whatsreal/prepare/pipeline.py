@@ -61,7 +61,7 @@ import astropy.units as u
 import numpy as np
 
 from whatsreal.errors import ConfigError, InputLayoutError, WhatsrealError
-from whatsreal.pairing import assign_source_ids, build_pairing
+from whatsreal.pairing import CATALOGUE_BACKENDS, assign_source_ids, build_pairing
 from whatsreal.pairing.sky import angle_arcsec, neighbour_count
 from whatsreal.prepare.galaxies import FitsCutoutReader, MMUReader, append_kwargs
 from whatsreal.prepare.transform import Seed000Transform
@@ -523,13 +523,17 @@ def prepare_store(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    catalogues: str = "memory",
 ) -> PrepareReport:
     """Read, transform, cross-match and pair several surveys into one store (module docstring).
 
     ``surveys`` maps each store name to its input path (in the order that the cross-match
     uses); bare-number radii are arcsec. A run killed midway leaves its work folder
     (:func:`work_folder`); ``resume=True`` continues it, ``overwrite=True`` starts again (and
-    replaces an existing store). Returns the :class:`PrepareReport`.
+    replaces an existing store). ``catalogues`` ``"hats"`` runs the cross-match and the
+    neighbour graph through LSDB on HATS catalogues in the work folder (the ``scale`` extra,
+    :mod:`whatsreal.pairing.hats`), with the same rules and the same store. Returns the
+    :class:`PrepareReport`.
     """
     items = list(surveys.items()) if isinstance(surveys, Mapping) else list(surveys)
     if not items:
@@ -538,6 +542,10 @@ def prepare_store(
     dup = sorted(n for n, c in Counter(names).items() if c > 1)
     if dup:
         raise ConfigError(f"survey name(s) {dup} given twice; each --survey needs its own NAME")
+    if catalogues not in CATALOGUE_BACKENDS:
+        raise ConfigError(
+            f"catalogues must be one of {list(CATALOGUE_BACKENDS)}; got {catalogues!r}"
+        )
     match_as = angle_arcsec(match_radius, "match radius")
     neighbour_as = angle_arcsec(neighbour_radius, "neighbour radius")
     k = neighbour_count(k)
@@ -565,6 +573,7 @@ def prepare_store(
         "max_bad_fraction": float(max_bad_fraction),
         "compact": None if spec_compact is None else spec_compact.to_dict(),
         "transform": transform.to_dict(),
+        "catalogues": catalogues,
     }
     # open every input first: a wrong path, layout or survey name fails before any work
     sources = {s.name: _Source(s, transform, int(chunk), int(fits_block)) for s in inputs}
@@ -825,7 +834,12 @@ def _assemble(
         )
         for name, group in shards.items()
     }
-    ids = assign_source_ids(catalogues, match_as * u.arcsec)
+    if settings.get("catalogues") == "hats":
+        from whatsreal.pairing.hats import assign_source_ids_hats
+
+        ids = assign_source_ids_hats(catalogues, match_as, work / "hats")
+    else:
+        ids = assign_source_ids(catalogues, match_as * u.arcsec)
     report = _counts(out, list(sources), ids, units, sources)
     config = {
         "prepare": {**settings, "counts": {**report.to_dict(), "out": None}},
@@ -859,7 +873,13 @@ def _assemble(
                 offset += shard.n_obs
                 shard.close()  # thousands of shards must not hold thousands of open files
     try:
-        nb = build_pairing(staged, k=k, radius=neighbour_as * u.arcsec)
+        nb = build_pairing(
+            staged,
+            k=k,
+            radius=neighbour_as * u.arcsec,
+            backend=settings.get("catalogues", "memory"),
+            work=work / "hats",
+        )
         report.neighbours = {
             "k": nb.k,
             "radius_arcsec": nb.radius_arcsec,
