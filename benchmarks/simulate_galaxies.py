@@ -32,7 +32,7 @@ import numpy as np
 from whatsreal.simulate.galaxies import GalaxySimConfig, prepare, render_observations
 from whatsreal.simulate.galaxies import simulate_galaxies as simulate
 from whatsreal.simulate.galaxy_population import PopulationConfig
-from whatsreal.utils import atomic_write_json
+from whatsreal.utils import atomic_write_json, folder_bytes
 
 HERE = Path(__file__).parent
 
@@ -111,7 +111,7 @@ def main() -> None:
         t0 = time.perf_counter()
         simulate(Path(tmp) / "bench.store", args.n, surveys, args.seed, args.workers, False)
         t_e2e = time.perf_counter() - t0
-        size_mb = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 2**20
+        size_mb = folder_bytes(tmp) / 2**20
 
     t0 = time.perf_counter()
     render_observations(prep, workers=args.workers)

@@ -349,3 +349,31 @@ def test_cli_prepare_prints_the_counts(trees, tmp_path, capsys):
     assert "single-survey: hsc 4, legacy 4" in text
     assert "rejected: 2 rows and 3 whole file(s)/block(s) (3 rows + 1 unreadable" in text
     assert "neighbour graph: k=5" in text
+
+
+@pytest.mark.slow
+def test_simulated_mmu_tree_prepares_to_a_store_that_trains(tmp_path, capsys):
+    """End to end at tiny size: the simulator writes the MMU layout, ``whatsreal prepare``
+    turns it into a store, and ``whatsreal train`` trains on that store."""
+    pytest.importorskip("galsim")
+    from whatsreal.simulate.galaxies import simulate_galaxies
+
+    mmu = tmp_path / "mmu"
+    simulate_galaxies(
+        tmp_path / "sim.store", n=24, surveys="hsc,legacy", seed=4, workers=1,
+        progress=False, mmu_out=mmu,
+    )  # fmt: skip
+    out = tmp_path / "prepared.store"
+    args = ["prepare", "--quiet", "--out", str(out), "--survey", f"hsc={mmu}"]
+    assert cli([*args, "--survey", f"legacy={mmu}"]) == 0
+    assert "matched (seen by >= 2 surveys): 24 sources" in capsys.readouterr().out
+    store = ObservationStore(out)
+    assert store.n_obs == 48 and store.neighbours is not None
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(
+        f"model: counterfactual\nstore: {out}\nout: {tmp_path / 'run'}\n"
+        "train:\n  preset: tiny\n  batch_size: 4\n  max_steps: 2\n  val_every: 2\n"
+        "  progress: false\n  val: 0.2\n  test: 0.2\n"
+    )
+    assert cli(["train", "--config", str(cfg)]) == 0
+    assert (tmp_path / "run" / "model").is_dir()

@@ -92,6 +92,14 @@ TEMP_TAG = "whatsreal-tmp"
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:whatsreal-)?tmp-(?P<pid>\d+)(?:-[0-9a-f]{8})?$")
 
 
+def folder_bytes(path: str | Path) -> int:
+    """Bytes of every file under ``path`` (a file's own size if it is one)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def temp_sibling(path: str | Path) -> Path:
     """A hidden, unique path beside ``path`` (same filesystem, so a rename is atomic) whose
     name carries this process's id, so a later run can tell a killed run's leftovers."""
