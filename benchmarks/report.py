@@ -541,12 +541,75 @@ def separation_galaxies(r: dict) -> list[str]:
         for survey, per in spread.items():
             cells = [f"{per[n]['std']:.3f} ({per[n]['neighbour_corr']:.2f})" for n in names]
             lines.append(f"| {survey} | " + " | ".join(cells) + " |")
+    curve = _overlap_curve(r, evaluated)
+    if curve:
+        lines += ["", *curve]
     lines += ["", f"![seed 000 Fig. 5 per survey](results/{r['config']['name']}.png)", ""]
     lines += ["Goals (issue 10):", "", "| variant | goal | value | |", "|---|---|---|---|"]
     for v, goals in r.get("goals", {}).items():
         for name, g in goals.items():
             lines.append(f"| {v} | {name} ({g['goal']}) | {g['value']:.3f} | {_yes(g['met'])} |")
     return lines
+
+
+def _overlap_curve(r: dict, evaluated: dict) -> list[str]:
+    """Partial overlap (issue 12, item 5): top-1 of each footprint run beside its
+    full-overlap twin, ordered by the fraction of the survey kept."""
+    specs = r["config"].get("variants", {})
+    points = []
+    for v in evaluated:
+        spec = specs.get(v) or {}
+        full = spec.get("full_overlap")
+        if full and full in evaluated:
+            frac = float((spec.get("train") or {}).get("footprint_fraction", 1.0))
+            points.append((frac, v, full))
+    if not points:
+        return []
+    lines = [
+        "Partial overlap (issue 12, item 5): HSC keeps only the rows in a Dec strip holding "
+        "the given fraction of them; Legacy keeps every source; the same held-out galaxies.",
+        "",
+        "| HSC rows kept (overlap) | variant | top-1 | recall@10 | top-1 / full overlap's |",
+        "|---|---|---|---|---|",
+    ]
+    fulls = sorted({f for _, _, f in points})
+    for f in fulls:
+        ret = evaluated[f]["evaluation"]["retrieval"]
+        lines.append(f"| 100% | {f} | {ret['top1']:.3f} | {ret['recall@10']:.3f} | 1 |")
+    for frac, v, full in sorted(points, reverse=True):
+        ret = evaluated[v]["evaluation"]["retrieval"]
+        ratio = ret["top1"] / evaluated[full]["evaluation"]["retrieval"]["top1"]
+        lines.append(
+            f"| {frac:.0%} | {v} | {ret['top1']:.3f} | {ret['recall@10']:.3f} | {ratio:.2f} |"
+        )
+    return lines
+
+
+def prepare(r: dict) -> list[str]:
+    t, c, b = r["timings"], r["counts"], r["bytes"]
+    cfg = r["config"]
+    return [
+        f"{cfg['n_sources']:,} simulated sources seen by {' and '.join(cfg['surveys'])}, "
+        "written by the simulator in the Multimodal-Universe layout (native units and pixel "
+        f"scales, healpix partitions), then `prepare_store` (catalogues: "
+        f"{cfg.get('catalogues', 'memory')}) and {r['train_steps']} training steps of the "
+        f"`{cfg['train']['preset']}` preset on the prepared store.",
+        "",
+        "| step | seconds |",
+        "|---|---|",
+        f"| simulate + write the MMU tree ({b['mmu_tree'] / 1e9:.2f} GB) | "
+        f"{t['simulate_and_write_mmu_s']:.0f} |",
+        f"| prepare: read, transform, cross-match, pair, write the store "
+        f"({b['prepared_store'] / 1e9:.2f} GB) | {t['prepare_s']:.0f} |",
+        f"| train {r['train_steps']} steps on the prepared store | {t['train_s']:.0f} |",
+        "",
+        f"{r['observations']:,} observations, {r['observations_per_s_prepare']:,.0f} obs/s through "
+        f"prepare; matched sources {c['matched']:,}, single-survey "
+        + ", ".join(f"{k} {v:,}" for k, v in c["single"].items())
+        + ", rejected rows "
+        + str(sum(sum(v.values()) for v in c["rejected_rows"].values()))
+        + ".",
+    ]
 
 
 def separation_bulge_disk(r: dict) -> list[str]:
@@ -815,6 +878,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
         "Compact store: size and read throughput against float32 (issue 12)",
         store_compact,
     ),
+    "prepare": ("`whatsreal prepare` at full size: MMU layout to a store (issue 12)", prepare),
     "lightcurves": ("Light curves: contrastive dual model (seed 001)", lightcurves),
     "lightcurves_ceiling": ("Light curves: supervised ceiling", lightcurves_ceiling),
     "simulate_galaxies": ("Galaxy simulator speed", simulate_galaxies),
