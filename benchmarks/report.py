@@ -757,9 +757,11 @@ def separation_lightcurves(r: dict) -> list[str]:
             f"| {name} ({run['kind']}) | `{json.dumps(run['overrides'])}` | {run['steps']} | "
             f"{cells} | {acc[key]:.3f}{inst} |"
         )
-    goals = r.get("goals", {})
-    if goals:
-        lines += ["", f"Goals (issue 10), judged for `{r.get('goals_for')}`:", ""]
+    judged = {r.get("goals_for"): r.get("goals", {}), **r.get("goals_also", {})}
+    for variant, goals in judged.items():
+        if not goals:
+            continue
+        lines += ["", f"Goals (issue 10), judged for `{variant}`:", ""]
         lines += ["| goal | value | |", "|---|---|---|"]
         for name, g in goals.items():
             lines.append(f"| {name} ({g['goal']}) | {g['value']:.3f} | {_yes(g['met'])} |")

@@ -123,6 +123,12 @@ def main() -> None:
         results["goals"] = lightcurve_separation_goals(results["runs"], judged)
         for name, g in results["goals"].items():
             print(f"{name}: {g['value']:.3f} ({'met' if g['met'] else 'NOT met'})")
+    # other variants judged against the same goals (trades shown beside the default)
+    results["goals_also"] = {
+        v: lightcurve_separation_goals(results["runs"], v)
+        for v in cfg.get("goals_also", [])
+        if v in results["runs"]
+    }
     atomic_write_json(result_path, results)
 
 
