@@ -319,7 +319,6 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         instrument_positives: str = "views",
         disentangle_weight: float = 0.0,
         decorrelate_weight: float = 0.0,
-        decorrelate_components: int = 8,
         instrument_memory: int = 0,
         memory_exclusion_deg: float = 0.1,
         instrument_band_drop: float = 0.0,
@@ -377,13 +376,11 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         if disentangle_weight < 0:
             raise ConfigError(f"disentangle_weight must be >= 0; got {disentangle_weight}")
         self.disentangle_weight = float(disentangle_weight)
-        if decorrelate_weight < 0 or decorrelate_components < 1:
-            raise ConfigError(
-                f"decorrelate_weight must be >= 0 and decorrelate_components >= 1; got "
-                f"{decorrelate_weight} and {decorrelate_components}"
-            )
+        if decorrelate_weight < 0:
+            raise ConfigError(f"decorrelate_weight must be >= 0; got {decorrelate_weight}")
+        if decorrelate_weight > 0 and modality != "image":
+            raise ConfigError("decorrelate_weight applies to images only (modality 'image')")
         self.decorrelate_weight = float(decorrelate_weight)
-        self.decorrelate_components = int(decorrelate_components)
         for key, on in (
             ("instrument_highpass", instrument_highpass),
             ("instrument_per_band", instrument_per_band),
@@ -591,12 +588,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             out["fm"] = self._flow_matching(batch["anchor"], cond, cmask, generator)
             total = total + self.fm_weight * out["fm"]
         anchors: dict[str, Tensor] = {}
-        if (
-            self.hybrid_weight > 0
-            or self.agreement_weight > 0
-            or self.instrument_agreement_weight > 0
-            or self.decorrelate_weight > 0
-        ):
+        if self.hybrid_weight > 0 or self.agreement_weight > 0 or self.instrument_agreement_weight:
             phys, inst, agree, anchors = self._hybrid_terms(batch, per_view)
             if self.hybrid_weight > 0:
                 out["phys"], out["inst"] = phys, inst
@@ -614,7 +606,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             out["disent"] = self._disentangle(batch, anchors)
             total = total + self.disentangle_weight * out["disent"]
         if self.decorrelate_weight > 0:
-            out["decor"] = self._decorrelate(batch, anchors)
+            out["decor"] = self._decorrelate(batch, per_view, anchors)
             total = total + self.decorrelate_weight * out["decor"]
         if self.stats_weight > 0:
             out["stats"] = self._statistics(batch, per_view["instrument"])
@@ -696,38 +688,52 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         pred = self.disentangler(reverse_gradient(zi.float()))
         return F.mse_loss(pred, target) / target.pow(2).mean().clamp_min(1e-8)
 
-    def _decorrelate(self, batch: dict[str, Tensor], anchors: dict[str, Tensor]) -> Tensor:
+    def _decorrelate(
+        self,
+        batch: dict[str, Tensor],
+        per_view: dict[str, Tensor],
+        anchors: dict[str, Tensor] | None = None,
+    ) -> Tensor:
         """The fraction of each instrument-latent dimension's variance, within one instrument
-        of the batch, that the top ``decorrelate_components`` principal components of the
-        same observations' physics latents (detached) explain linearly; averaged over the
-        dimensions and the instruments. In [0, 1]: 0 when the anchor's instrument latent
-        holds nothing linear of what its physics latent holds (the galaxy's brightness,
-        size, colour) beyond survey identity, which centring within an instrument removes.
-        A direct, non-adversarial target for the galaxy leaking into the instrument
-        latent of an observation's own image."""
-        x = self.normalize(batch["anchor"])
-        zp = anchors["physics"] if "physics" in anchors else self.physics_encoder(x).flatten(1)
-        zi = (
-            anchors["instrument"]
-            if "instrument" in anchors
-            else self.instrument_encoder(x).flatten(1)
-        )
-        zp, zi = zp.detach().float(), zi.float()
-        inst = batch["instrument"].to(zi.device).long()
-        k = self.decorrelate_components
+        of the batch, that the image's own light explains linearly (:func:`aperture_flux`:
+        the background-subtracted flux per band, asinh-scaled); averaged over dimensions and
+        instruments. Computed on every image the instrument encoder saw (the anchors and
+        their sky neighbours, ~6x the anchors), so that a batch of 32 still estimates it
+        (about ``C / n`` for an unrelated latent). The galaxy's brightness is what a probe
+        reads from the instrument latent of its own image; the sky's conditions are not in
+        the flux (depth changes the noise, not the light), so this asks for the one and not
+        the other. Label-free: the target is computed from the pixels."""
+        x = batch.get("instrument_anchor", batch["anchor"])
+        if anchors and "instrument" in anchors:  # computed by the InfoNCE terms already
+            zi = anchors["instrument"]
+        else:
+            zi = self.instrument_encoder(self.normalize(x)).flatten(1)
+        flux = [aperture_flux(x.float())]
+        lat = [zi.float()]
+        inst = [batch["instrument"].to(zi.device).long()]
+        mask = batch["instrument_mask"].bool()
+        if mask.any():
+            views = batch["instrument_views"][mask]
+            tokens = per_view["instrument"][mask].flatten(1)
+            if self.type_embedding is not None:  # compare raw encoder outputs
+                tokens = tokens - self.type_embedding[1].repeat(self.n_tokens)
+            owner = inst[0][:, None].expand_as(mask)[mask]
+            flux.append(aperture_flux(views.float()))
+            lat.append(tokens.float())
+            inst.append(owner)
+        f, z, g_all = torch.cat(flux), torch.cat(lat), torch.cat(inst)
         terms = []
-        for g in torch.unique(inst):
-            rows = inst == g
+        for g in torch.unique(g_all):
+            rows = g_all == g
             n = int(rows.sum())
-            if n <= k + 1:  # too few observations to estimate k components
+            if n <= 2 * f.shape[1]:  # too few images to estimate it
                 continue
-            p = zp[rows] - zp[rows].mean(0)
-            u = torch.linalg.svd(p, full_matrices=False)[0][:, :k]  # (n, k) orthonormal
-            q = zi[rows] - zi[rows].mean(0)
-            q = q / q.pow(2).mean(0).add(1e-6).sqrt()  # unit variance per dimension
-            terms.append((u.T @ q).pow(2).sum() / (n * q.shape[1]))
+            q = torch.linalg.qr(f[rows] - f[rows].mean(0))[0]  # (n, C) orthonormal
+            v = z[rows] - z[rows].mean(0)
+            v = v / v.pow(2).mean(0).add(1e-6).sqrt()  # unit variance per dimension
+            terms.append((q.T @ v).pow(2).sum() / (n * v.shape[1]))
         if not terms:
-            return zi.new_zeros(())
+            return zi.new_zeros((), dtype=torch.float32)
         return torch.stack(terms).mean()
 
     def _statistics(self, batch: dict[str, Tensor], inst_tokens: Tensor) -> Tensor:
@@ -1006,6 +1012,20 @@ def _set_halves(
     if groups is not None:
         out_groups = groups[:b][keep].repeat(2)
     return halves[0][keep], halves[1][keep], items.repeat(2), out_groups
+
+
+def aperture_flux(x: Tensor, border: int = 4) -> Tensor:
+    """The light of images (N, C, H, W) in flux units, (N, C): per band, the sum inside the
+    ``border``-pixel frame after subtracting the frame's median (the sky), asinh-scaled by
+    the batch's median absolute value so bright and faint galaxies both count."""
+    h, wd = x.shape[-2:]
+    frame = torch.ones(h, wd, dtype=torch.bool, device=x.device)
+    frame[border : h - border, border : wd - border] = False
+    sky = x[..., frame].median(dim=-1).values
+    inner = x[..., border : h - border, border : wd - border] - sky[..., None, None]
+    total = inner.sum(dim=(-2, -1))
+    scale = total.abs().median(dim=0).values.clamp_min(1e-8)
+    return torch.asinh(total / scale)
 
 
 def image_statistics(x: Tensor, border: int = 4) -> Tensor:
