@@ -372,8 +372,9 @@ def _steps(run_dir: Path) -> int | None:
 # Issue 10's kept levers for the counterfactual galaxy model (docs/separation.md): seed 001's
 # InfoNCE terms with negatives from the anchor's own survey, cross-survey agreement of the
 # physics latents, one half-width single-band instrument backbone for every band, and no
-# InfoNCE projection heads (the terms act on the latents, seventh round). The galaxy configs
-# in configs/ hold the same (a test keeps them equal).
+# InfoNCE projection heads (the terms act on the latents, seventh round), and the instrument
+# latent decorrelated from each image's own light (eighth round). The galaxy configs in
+# configs/ hold the same (a test keeps them equal).
 KEPT_LEVERS: dict[str, Any] = {
     "hybrid_weight": 3.0,
     "physics_negatives": "same_instrument",
@@ -382,6 +383,7 @@ KEPT_LEVERS: dict[str, Any] = {
     "instrument_per_band": True,
     "instrument_width": 0.5,
     "projection_head": "none",
+    "decorrelate_weight": 10.0,
 }
 
 
