@@ -128,8 +128,9 @@ def hats_source_ids(
     survey, the ids in the order of its rows' ``key``; ids are numbered as the in-memory rule
     numbers them (the first survey's rows, then each survey's new sources in key order).
 
-    The joins run partition by partition; the matched keys of one survey at a time are
-    gathered to pick the unmatched rows that join the master list (8 bytes a match)."""
+    The joins run partition by partition under Dask. Gathered on one machine: every row's
+    key and source (16 bytes a row, what the store needs anyway) and, one survey at a time,
+    the matched keys that pick the rows joining the master list."""
     radius_as = angle_arcsec(radius, "radius")
     master = None
     assigned: dict[str, pd.Series] = {}
@@ -155,12 +156,10 @@ def hats_source_ids(
         )
         master = master.concat(new, ignore_empty_margins=True)
     # dense ids in the in-memory order: sources numbered by the key of their first row
-    every = pd.concat(list(assigned.values()))
-    codes = {s: i for i, s in enumerate(np.unique(every.to_numpy()))}
-    return {
-        name: np.asarray([codes[s] for s in ids.sort_index().to_numpy()], dtype=np.int64)
-        for name, ids in assigned.items()
-    }
+    parts = [ids.sort_index().to_numpy() for ids in assigned.values()]
+    dense = np.unique(np.concatenate(parts), return_inverse=True)[1].astype(np.int64)
+    bounds = np.cumsum([0, *(p.size for p in parts)])
+    return {name: dense[bounds[i] : bounds[i + 1]] for i, name in enumerate(assigned)}
 
 
 def hats_neighbours(
