@@ -283,6 +283,10 @@ def test_decorrelation_is_the_variance_the_image_light_explains(monkeypatch):
     assert run(torch.randn(b * (1 + v), d)) < 4 * 2 / n  # chance: C / n per instrument
     offset = 7.0 * owner[:, None].float().expand(-1, d) + torch.randn(b * (1 + v), d)
     assert run(offset) < 4 * 2 / n
+    # a blanked band (band drop) carries no light: it is left out, not a spurious target
+    anchor[:, 1], views[:, :, 1] = 0.0, 0.0
+    blank = run(torch.randn(b * (1 + v), d))
+    assert 0 <= blank < 4 * 1 / n
 
 
 def test_without_projection_heads_the_info_nce_acts_on_the_latents(sky_store, one_thread):

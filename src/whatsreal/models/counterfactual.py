@@ -728,7 +728,11 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             n = int(rows.sum())
             if n <= 2 * f.shape[1]:  # too few images to estimate it
                 continue
-            q = torch.linalg.qr(f[rows] - f[rows].mean(0))[0]  # (n, C) orthonormal
+            fc = f[rows] - f[rows].mean(0)
+            fc = fc[:, fc.std(0) > 1e-6]  # a blanked band (band drop) has no light to explain
+            if fc.shape[1] == 0:
+                continue
+            q = torch.linalg.qr(fc)[0]  # (n, C) orthonormal
             v = z[rows] - z[rows].mean(0)
             v = v / v.pow(2).mean(0).add(1e-6).sqrt()  # unit variance per dimension
             terms.append((q.T @ v).pow(2).sum() / (n * v.shape[1]))
@@ -1014,14 +1018,20 @@ def _set_halves(
     return halves[0][keep], halves[1][keep], items.repeat(2), out_groups
 
 
+def _frame(x: Tensor, border: int) -> Tensor:
+    """(H, W) True on the ``border``-pixel frame of images x (..., H, W): the sky's pixels."""
+    h, wd = x.shape[-2:]
+    frame = torch.ones(h, wd, dtype=torch.bool, device=x.device)
+    frame[border : h - border, border : wd - border] = False
+    return frame
+
+
 def aperture_flux(x: Tensor, border: int = 4) -> Tensor:
     """The light of images (N, C, H, W) in flux units, (N, C): per band, the sum inside the
     ``border``-pixel frame after subtracting the frame's median (the sky), asinh-scaled by
     the batch's median absolute value so bright and faint galaxies both count."""
     h, wd = x.shape[-2:]
-    frame = torch.ones(h, wd, dtype=torch.bool, device=x.device)
-    frame[border : h - border, border : wd - border] = False
-    sky = x[..., frame].median(dim=-1).values
+    sky = x[..., _frame(x, border)].median(dim=-1).values
     inner = x[..., border : h - border, border : wd - border] - sky[..., None, None]
     total = inner.sum(dim=(-2, -1))
     scale = total.abs().median(dim=0).values.clamp_min(1e-8)
@@ -1034,9 +1044,7 @@ def image_statistics(x: Tensor, border: int = 4) -> Tensor:
     the log peak-to-total ratio of the positive light inside the frame. Sky noise sets the
     first; the PSF (with the galaxy) the other two."""
     h, wd = x.shape[-2:]
-    frame = torch.ones(h, wd, dtype=torch.bool, device=x.device)
-    frame[border : h - border, border : wd - border] = False
-    edge = x[..., frame]
+    edge = x[..., _frame(x, border)]
     mad = (edge - edge.median(dim=-1, keepdim=True).values).abs().median(dim=-1).values
     inner = x[..., border : h - border, border : wd - border].clamp_min(0)
     total = inner.sum(dim=(-2, -1)).clamp_min(1e-6)
