@@ -160,6 +160,14 @@ def simulate_galaxies(r: dict) -> list[str]:
             f"{r['render_only_bulge_disk_stamps_per_s']:,.0f} "
             f"({r['bulge_disk_over_sersic_render']:.2f}× the Sersic rate) |"
         )
+    if "render_only_sky_neighbours_stamps_per_s" in r:
+        lines.append(
+            "| rendering only, bulge + disk + knots with sky neighbours (`neighbours: true`; "
+            f"{r['neighbours_per_stamp']:.2f} neighbours per stamp, "
+            f"{r['stamps_with_a_neighbour']:.0%} of stamps hold one) | "
+            f"{r['render_only_sky_neighbours_stamps_per_s']:,.0f} "
+            f"({r['sky_neighbours_over_sersic_render']:.2f}× the Sersic rate) |"
+        )
     return [*lines, "", f"Goal ({r['goal']}): {_yes(r['goal_met_end_to_end'])}."]
 
 

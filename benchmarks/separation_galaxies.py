@@ -62,6 +62,7 @@ def main() -> None:
         cfg["n_sources"],
         tuple(cfg.get("surveys", ("hsc", "legacy"))),
         morphology=cfg.get("morphology", "sersic"),
+        neighbours=bool(cfg.get("neighbours", False)),
     )
     variants = cfg["variants"]
     chosen = [v for v in args.variants.split(",") if v] or list(variants)

@@ -125,6 +125,13 @@ def main() -> None:
     render_observations(prep_bd, workers=args.workers)
     render_bd = n_stamps / (time.perf_counter() - t0)
 
+    sky_pop = PopulationConfig(morphology="bulge_disk", neighbours=True)
+    prep_sky = prepare(dataclasses.replace(cfg, population=sky_pop), args.seed)
+    t0 = time.perf_counter()
+    render_observations(prep_sky, workers=args.workers)
+    render_sky = n_stamps / (time.perf_counter() - t0)
+    n_nb = prep_sky["population"]["n_neighbours"]
+
     e2e, render = n_stamps / t_e2e, n_stamps / t_render
     result = {
         "benchmark": "simulate_galaxies",
@@ -147,6 +154,10 @@ def main() -> None:
         "speedup_render_vs_naive": round(render / naive, 1),
         "render_only_bulge_disk_stamps_per_s": round(render_bd, 1),
         "bulge_disk_over_sersic_render": round(render_bd / render, 3),
+        "render_only_sky_neighbours_stamps_per_s": round(render_sky, 1),
+        "sky_neighbours_over_sersic_render": round(render_sky / render, 3),
+        "neighbours_per_stamp": round(float(n_nb.mean()), 3),
+        "stamps_with_a_neighbour": round(float((n_nb > 0).mean()), 3),
         "store_mb": round(size_mb, 1),
         "goal": ">= 1000 stamps/s on 2 cores",
         "goal_met_end_to_end": bool(e2e >= 1000),
@@ -160,7 +171,9 @@ def main() -> None:
         f"process, {naive_done} stamps)\n"
         f"  speed-up: {e2e / naive:.1f}x end-to-end, {render / naive:.1f}x render-only\n"
         f"  bulge + disk + knots, render only: {render_bd:8.1f} stamps/s "
-        f"({render_bd / render:.2f}x the Sersic rate)"
+        f"({render_bd / render:.2f}x the Sersic rate)\n"
+        f"  + sky neighbours, render only:     {render_sky:8.1f} stamps/s "
+        f"({render_sky / render:.2f}x the Sersic rate; {n_nb.mean():.2f} neighbours per stamp)"
     )
     out = atomic_write_json(HERE / "results" / "simulate_galaxies.json", result)
     print(f"wrote {out}")

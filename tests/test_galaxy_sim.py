@@ -393,3 +393,72 @@ def test_bulge_disk_store_holds_each_components_truth(tmp_path):
         assert truth[key].shape == (6,)
     assert "sersic_n" not in truth  # no single index describes a composite galaxy
     assert ObservationStore(path).config["galaxies"]["population"]["morphology"] == "bulge_disk"
+
+
+def test_sky_neighbours_leave_the_catalogue_and_are_the_same_sky_for_every_source():
+    """Known answers: the neighbour option changes no catalogue column; two catalogue
+    sources near each other list each other at opposite offsets; offsets lie within the
+    stamp half-width + margin; the count inside the stamp and its flux follow the table."""
+    from whatsreal.errors import ConfigError
+    from whatsreal.simulate.galaxy_population import STAMP_HALF_ARCSEC, draw_population
+
+    cfg = PopulationConfig(neighbours=True, density=30.0)  # crowded: catalogue pairs occur
+    plain = draw_population(400, dataclasses.replace(cfg, neighbours=False), 5)
+    pop = draw_population(400, cfg, 5)
+    assert all(np.array_equal(plain[k], pop[k]) for k in plain)
+    valid = pop["nb_valid"].astype(bool)
+    assert valid.any(axis=1).mean() > 0.3
+    reach = STAMP_HALF_ARCSEC + cfg.neighbour_margin
+    assert np.abs(pop["nb_dx"][valid]).max() <= reach + 1e-9
+    assert np.abs(pop["nb_dy"][valid]).max() <= reach + 1e-9
+    # brightest first
+    mag_i = np.where(valid, pop["nb_mag"][..., 2], 99.0)
+    assert (np.diff(mag_i, axis=1) >= 0).all()
+    inside = valid & (np.abs(pop["nb_dx"]) < STAMP_HALF_ARCSEC)
+    inside &= np.abs(pop["nb_dy"]) < STAMP_HALF_ARCSEC
+    np.testing.assert_array_equal(pop["n_neighbours"], inside.sum(1))
+    flux = np.where(inside, 10 ** (-0.4 * (pop["nb_mag"][..., 2] - 22.5)), 0).sum(1)
+    np.testing.assert_allclose(pop["neighbour_flux_i"], flux)
+    # catalogue neighbours: i lists j at (dx, dy) exactly when j lists i at (-dx, -dy)
+    x, y = pop["x_deg"] * 3600, pop["y_deg"] * 3600
+    pairs = 0
+    for i in range(400):
+        for j in np.flatnonzero(pop["nb_catalogue"][i]):
+            dx, dy = pop["nb_dx"][i, j], pop["nb_dy"][i, j]
+            k = np.flatnonzero(np.isclose(x - x[i], dx) & np.isclose(y - y[i], dy))
+            assert k.size == 1
+            back = np.isclose(pop["nb_dx"][k[0]], -dx) & pop["nb_catalogue"][k[0]].astype(bool)
+            assert back.any() or pop["nb_valid"][k[0]].all()  # unless its table is full
+            np.testing.assert_allclose(pop["nb_mag"][i, j], pop["mag"][k[0]])
+            pairs += 1
+    assert pairs > 0
+    with pytest.raises(ConfigError, match="max_neighbours"):
+        PopulationConfig(neighbours=True, max_neighbours=0)
+
+
+def test_sky_neighbours_add_the_same_light_in_every_survey():
+    """The neighbours are one sky: the light they add to a stamp (with minus without) is
+    non-negative and, where they lie well inside it, the same flux in every survey."""
+    from whatsreal.simulate.galaxies import observe_source
+    from whatsreal.simulate.galaxy_population import STAMP_HALF_ARCSEC
+
+    base = GalaxySimConfig(n_sources=300, surveys=("hsc", "legacy"))
+    nb_cfg = dataclasses.replace(base, population=PopulationConfig(neighbours=True))
+    prep, prep_nb = prepare(base, 4), prepare(nb_cfg, 4)
+    pop = prep_nb["population"]
+    inner = STAMP_HALF_ARCSEC - 2.0
+    valid = pop["nb_valid"].astype(bool)
+    far = valid & ((np.abs(pop["nb_dx"]) > inner) | (np.abs(pop["nb_dy"]) > inner))
+    clean = valid.any(1) & ~far.any(1) & (pop["nb_is_star"] == 0).all(1)
+    picks = np.flatnonzero(clean)[:3]
+    assert picks.size == 3
+    for i in picks:
+        added = {}
+        for s in ("hsc", "legacy"):
+            diff = observe_source(prep_nb, s, i)["clean"] - observe_source(prep, s, i)["clean"]
+            assert diff.min() > -1e-4 * observe_source(prep, s, i)["clean"].max()
+            added[s] = diff[2].sum()  # i band, nanomaggies
+        expected = 10 ** (-0.4 * (pop["nb_mag"][i, valid[i], 2] - 22.5)).sum()
+        for s in ("hsc", "legacy"):  # extinction dims it a little; the stamp edge cuts wings
+            assert 0.75 * expected < added[s] < 1.0 * expected
+        np.testing.assert_allclose(added["hsc"], added["legacy"], rtol=0.1)

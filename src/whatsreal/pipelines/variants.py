@@ -44,26 +44,31 @@ def ensure_galaxy_store(
     surveys: tuple[str, ...] = ("hsc", "legacy"),
     seed: int = 1,
     morphology: str = "sersic",
+    neighbours: bool = False,
 ) -> ObservationStore:
     """The benchmark's simulated galaxy store: simulated (``seed``, the population's
-    ``morphology``) and paired if ``path`` holds none yet, opened as it is otherwise (so
-    every variant reads the same galaxies); a store of another morphology is refused."""
+    ``morphology`` and sky ``neighbours``) and paired if ``path`` holds none yet, opened as
+    it is otherwise (so every variant reads the same galaxies); a store whose population
+    differs is refused."""
     path = Path(path)
     if not (path / "observations.h5").is_file():
         from whatsreal.pairing import build_pairing
         from whatsreal.simulate.galaxies import GalaxySimConfig, simulate_galaxies
         from whatsreal.simulate.galaxy_population import PopulationConfig
 
-        config = GalaxySimConfig(population=PopulationConfig(morphology=morphology))
+        population = PopulationConfig(morphology=morphology, neighbours=bool(neighbours))
+        config = GalaxySimConfig(population=population)
         simulate_galaxies(path, n=int(n_sources), surveys=tuple(surveys), seed=seed, config=config)
         build_pairing(ObservationStore(path))
     store = ObservationStore(path)
     population = (store.config.get("galaxies") or {}).get("population") or {}
-    have = population.get("morphology", "sersic")
-    if have != morphology:
+    have = population.get("morphology", "sersic"), bool(population.get("neighbours", False))
+    want = morphology, bool(neighbours)
+    if have != want:
         raise ConfigError(
-            f"{path} holds a '{have}' galaxy population, the config asks for '{morphology}': "
-            "point `store` at another path, or remove the store to simulate it again"
+            f"{path} holds a galaxy population with (morphology, neighbours) = {have}, the "
+            f"config asks for {want}: point `store` at another path, or remove the store to "
+            "simulate it again"
         )
     return store
 

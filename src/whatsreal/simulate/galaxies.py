@@ -172,6 +172,26 @@ def _components(lib, pop: dict[str, np.ndarray], i: int, band_flux, comp_flux):
     return comps
 
 
+def _neighbour_components(lib, pop: dict[str, np.ndarray], i: int, ext, zero_point: float):
+    """(profile, flux per band) pairs of source i's sky neighbours (``neighbours`` option):
+    stars as points, galaxies as their Sersic profile, placed at their offsets (arcsec) and
+    under the source's own extinction."""
+    import galsim
+
+    comps = []
+    for j in np.flatnonzero(pop["nb_valid"][i]):
+        flux = 10 ** (-0.4 * (pop["nb_mag"][i, j] + ext - zero_point))
+        dx, dy = float(pop["nb_dx"][i, j]), float(pop["nb_dy"][i, j])
+        if pop["nb_is_star"][i, j]:
+            comps.append((galsim.DeltaFunction().shift(dx, dy), flux))
+            continue
+        parts = lib.parts(
+            pop["nb_n"][i, j], pop["nb_r_half"][i, j], pop["nb_e1"][i, j], pop["nb_e2"][i, j]
+        )
+        comps += [(prof.shift(dx, dy), flux * w) for prof, w in parts]
+    return comps
+
+
 def _bulge_disk_components(lib, pop: dict[str, np.ndarray], i: int, band_flux):
     """The ``bulge_disk`` galaxy i: a Sersic bulge (half the disk's ellipticity), an
     exponential disk and ``galsim.RandomKnots`` in the disk's plane (seeded per source, so
@@ -221,6 +241,8 @@ def _observe_native(
         comps = _components(lib, pop, i, band_flux, comp_flux)
     else:
         comps = source(band_flux)
+    if "nb_valid" in pop:  # the sky around the source, in every survey the same objects
+        comps = comps + _neighbour_components(lib, pop, i, ext, p.zero_point)
     img = render_stamp(comps, psfs, p.pixel_scale, p.native_size, tuple(cond["offset"][i]))
     var = (
         cond["sky_sigma"][i][:, None, None] ** 2
@@ -588,6 +610,9 @@ def _source_truth(pop: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cols[f"{BANDS[b]}_{BANDS[b + 1]}"] = mag[:, b] - mag[:, b + 1]
     for k in ("comp_dx", "comp_dy", "comp_mag", "comp_n", "comp_r_half", "comp_e1", "comp_e2"):
         cols[k] = pop[k]
+    for k in pop:  # the sky neighbours (``neighbours`` option): the table and its summaries
+        if k.startswith("nb_") or k in ("n_neighbours", "neighbour_flux_i"):
+            cols[k] = pop[k]
     return cols
 
 
@@ -800,8 +825,10 @@ def make_figure(
     surveys: Sequence[str] = ("hsc", "legacy", "lsst"),
     seed: int = 1,
     morphology: str = "sersic",
+    neighbours: bool = False,
 ) -> Path:
-    """The same galaxies in every survey, noise-free and noisy (gri composites, arcsinh)."""
+    """The same galaxies in every survey, noise-free and noisy (gri composites, arcsinh);
+    with ``neighbours``, the last rows are stamps holding sky neighbours."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -811,7 +838,7 @@ def make_figure(
         n_sources=400,
         surveys=tuple(surveys),
         chunk=n_show,
-        population=PopulationConfig(morphology=morphology),
+        population=PopulationConfig(morphology=morphology, neighbours=neighbours),
     )
     prep = prepare(cfg, seed)
     pop = prep["population"]
@@ -823,6 +850,10 @@ def make_figure(
     pairs = np.flatnonzero(pop["has_companion"] == 1)
     if pairs.size:
         pick[-1] = int(pairs[0])
+    if neighbours:  # the two brightest neighbours inside a stamp of a bright galaxy
+        crowded = gal[np.argsort(-pop["neighbour_flux_i"][gal], kind="stable")]
+        crowded = [int(c) for c in crowded if c not in pick][:2]
+        pick[-1 - len(crowded) : -1] = crowded
     obs = render_observations(prep, np.array(pick))
     cols = [(s, k) for s in surveys for k in ("clean", "flux")]
     fig, axes = plt.subplots(len(pick), len(cols), figsize=(1.6 * len(cols), 1.7 * len(pick)))
@@ -865,13 +896,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="sersic",
         help="one Sersic per galaxy (default) or bulge + disk + star-forming knots",
     )
+    ap.add_argument(
+        "--neighbours",
+        action="store_true",
+        help="draw the sky around each source into its stamps (field galaxies and stars)",
+    )
     ap.add_argument("--figure", help="write the docs figure (PNG) to this path and exit")
     args = ap.parse_args(argv)
     if args.figure:
         surveys = tuple(args.surveys.split(","))
-        print(make_figure(args.figure, surveys=surveys, morphology=args.morphology))
+        fig = make_figure(
+            args.figure, surveys=surveys, morphology=args.morphology, neighbours=args.neighbours
+        )
+        print(fig)
         return 0
-    config = GalaxySimConfig(population=PopulationConfig(morphology=args.morphology))
+    config = GalaxySimConfig(
+        population=PopulationConfig(morphology=args.morphology, neighbours=args.neighbours)
+    )
     if not args.out:
         ap.error("give --out STORE (or --figure PNG)")
     path = simulate_galaxies(

@@ -38,6 +38,22 @@ or documented choices, never tuned to a benchmark):
   (``bulge_fraction``, ``bulge_n``, ``bulge_r_half``, ``knot_fraction``, ``n_knots``);
   ``r_half`` and (e1, e2) are the disk's and ``sersic_n`` is not written. The component
   draws use their own random stream, so the ``sersic`` catalogue of a seed is unchanged.
+- Neighbours on the sky (``neighbours``, off by default): every stamp also holds the light of
+  whatever lies near its source on the same sky, so all surveys see the same neighbours
+  through their own PSF and noise. Two kinds:
+  - the catalogue's own sources that fall near each other (drawn as their Sersic profile;
+    a bulge + disk galaxy's knots are left out when it is someone else's neighbour);
+  - a field population below or outside the catalogue's cuts: galaxies to i = 25
+    (``field_density``, 35 per arcmin^2, of the order of deep i-band counts, e.g. HSC-SSP
+    Aihara et al. 2018; dN/dm ~ 10^(0.3 m), the flatter faint-end slope), with the
+    catalogue's redshift, SED and size relations, minus those the catalogue's magnitude
+    cuts would have kept (the catalogue holds them); and stars (``field_star_density``,
+    1 per arcmin^2 to i = 25, dN/dm ~ 10^(0.15 m), roughly the high-latitude star counts).
+  Each source keeps up to ``max_neighbours`` (the brightest in i) whose centres lie within
+  the stamp's half-width (4.1") plus ``neighbour_margin`` of it; the truth holds each
+  neighbour (offset, magnitudes, shape, star flag), their number inside the stamp and
+  their summed i flux there. Drawn from their own random stream, so the catalogue of a
+  seed is unchanged.
 - Sky positions: uniform on a square patch (tangent plane) of side ``patch_deg`` or, by
   default, of the area that gives ``density`` sources per arcmin^2 (0.7, about 2,500/deg^2,
   close to the surface density of z < 21 galaxies).
@@ -91,6 +107,12 @@ class PopulationConfig:
     ra_center: float = 150.0
     dec_center: float = 2.0
     morphology: str = "sersic"
+    neighbours: bool = False
+    field_density: float = 35.0
+    field_star_density: float = 1.0
+    field_mag_faint: float = 25.0
+    neighbour_margin: float = 2.0
+    max_neighbours: int = 8
 
     def __post_init__(self) -> None:
         """Reject out-of-range values with a message naming the field."""
@@ -106,6 +128,16 @@ class PopulationConfig:
                 raise ConfigError(f"PopulationConfig.{key} must be in [0, 1)")
         if self.density <= 0:
             raise ConfigError("PopulationConfig.density must be > 0 (sources per arcmin^2)")
+        if self.field_density < 0 or self.field_star_density < 0:
+            raise ConfigError(
+                "PopulationConfig.field_density and field_star_density must be >= 0 (per arcmin^2)"
+            )
+        if self.neighbour_margin < 0 or self.max_neighbours < 1:
+            raise ConfigError(
+                "PopulationConfig: need neighbour_margin >= 0 (arcsec) and max_neighbours >= 1"
+            )
+        if self.field_mag_faint <= self.mag_bright:
+            raise ConfigError("PopulationConfig.field_mag_faint must be fainter than mag_bright")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, for the store config."""
@@ -305,7 +337,7 @@ def draw_population(n_sources: int, cfg: PopulationConfig, seed: int) -> dict[st
     ra = np.mod(cfg.ra_center + x / np.cos(np.deg2rad(dec)), 360.0)
 
     zero = np.zeros(n_sources)
-    return {
+    pop = {
         "source_id": np.arange(n_sources, dtype=np.int64),
         "ra": ra,
         "dec": dec,
@@ -329,6 +361,96 @@ def draw_population(n_sources: int, cfg: PopulationConfig, seed: int) -> dict[st
         "comp_e2": np.where(pair, c_e2, zero),
         **parts,
     }
+    if cfg.neighbours:
+        pop.update(_sky_neighbours(cfg, seed, pop, side, limits))
+    return pop
+
+
+STAMP_HALF_ARCSEC = 4.1  # half the common field of view (48 x 0.168" = 8.06")
+
+
+def _field_population(cfg: PopulationConfig, seed: int, side: float, limits: dict[str, float]):
+    """Galaxies and stars of the same sky that the catalogue does not hold (module docstring):
+    tangent-plane x, y (deg), i-band-based magnitudes (M, 4), shapes and a star flag."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 8]))
+    area = (side * 60.0) ** 2  # arcmin^2
+    n_gal = rng.poisson(cfg.field_density * area)
+    mag_i = _truncated_power_law(rng, n_gal, cfg.mag_bright, cfg.field_mag_faint, 0.3)
+    t = np.where(
+        rng.uniform(size=n_gal) < cfg.early_fraction,
+        rng.uniform(0, 0.7, n_gal),
+        rng.uniform(0.7, 3.0, n_gal),
+    )
+    z = np.clip(rng.gamma(3.0, np.maximum(0.0417 * mag_i - 0.744, 0.03)), 0.005, 2.5)
+    mag = mag_i[:, None] + band_colours(t, z)
+    outside = np.zeros(n_gal, bool)  # galaxies the catalogue's cuts keep are the catalogue's
+    for band, lim in limits.items():
+        outside |= mag[:, "griz".index(band)] >= lim
+    mag, mag_i, t = mag[outside], mag_i[outside], t[outside]
+    n, r_half, e1, e2 = _galaxy_shapes(rng, cfg, mag_i, t)
+    n_star = rng.poisson(cfg.field_star_density * area)
+    s_i = _truncated_power_law(rng, n_star, cfg.mag_bright, cfg.field_mag_faint, 0.15)
+    s_mag = s_i[:, None] + _star_colours(rng.uniform(T_GRID[0], T_GRID[-1], n_star))
+    zs = np.zeros(n_star)
+    total = mag_i.size + n_star
+    return {
+        "x": rng.uniform(-side / 2, side / 2, total),
+        "y": rng.uniform(-side / 2, side / 2, total),
+        "mag": np.concatenate([mag, s_mag]),
+        "n": np.concatenate([n, zs]),
+        "r_half": np.concatenate([r_half, zs]),
+        "e1": np.concatenate([e1, zs]),
+        "e2": np.concatenate([e2, zs]),
+        "is_star": np.concatenate([np.zeros(mag_i.size, np.uint8), np.ones(n_star, np.uint8)]),
+    }
+
+
+def _sky_neighbours(cfg: PopulationConfig, seed: int, pop: dict, side: float, limits: dict):
+    """Per-source neighbour table (N, K): every object of the catalogue or the field whose
+    centre lies within the stamp half-width + margin of the source, brightest in i first."""
+    from scipy.spatial import cKDTree
+
+    field = _field_population(cfg, seed, side, limits)
+    n_cat = pop["ra"].size
+    xy = np.concatenate(
+        [np.stack([pop["x_deg"], pop["y_deg"]], 1), np.stack([field["x"], field["y"]], 1)]
+    )
+    mag = np.concatenate([pop["mag"], field["mag"]])
+    shape = {
+        k: np.concatenate([pop[c], field[k]])
+        for k, c in (("n", "sersic_n"), ("r_half", "r_half"), ("e1", "e1"), ("e2", "e2"))
+    }
+    star = np.concatenate([pop["is_star"], field["is_star"]])
+    reach = (STAMP_HALF_ARCSEC + cfg.neighbour_margin) / 3600.0
+    tree = cKDTree(xy)
+    found = tree.query_ball_point(xy[:n_cat], r=reach, p=np.inf)
+    k = cfg.max_neighbours
+    idx = np.full((n_cat, k), -1, np.int64)
+    for i, hits in enumerate(found):
+        hits = np.asarray([h for h in hits if h != i], np.int64)
+        if hits.size:
+            hits = hits[np.argsort(mag[hits, 2], kind="stable")[:k]]
+            idx[i, : hits.size] = hits
+    ok = idx >= 0
+    safe = np.where(ok, idx, 0)
+    dx = np.where(ok, (xy[safe, 0] - pop["x_deg"][:, None]) * 3600.0, 0.0)
+    dy = np.where(ok, (xy[safe, 1] - pop["y_deg"][:, None]) * 3600.0, 0.0)
+    inside = ok & (np.abs(dx) < STAMP_HALF_ARCSEC) & (np.abs(dy) < STAMP_HALF_ARCSEC)
+    nb_mag = np.where(ok[..., None], mag[safe], 0.0)
+    flux_i = np.where(inside, 10 ** (-0.4 * (nb_mag[..., 2] - 22.5)), 0.0)
+    out = {
+        "nb_valid": ok.astype(np.uint8),
+        "nb_dx": dx,
+        "nb_dy": dy,
+        "nb_mag": nb_mag,
+        "nb_is_star": np.where(ok, star[safe], 0).astype(np.uint8),
+        "nb_catalogue": (ok & (idx < n_cat)).astype(np.uint8),
+        "n_neighbours": inside.sum(1).astype(np.int64),
+        "neighbour_flux_i": flux_i.sum(1),  # nanomaggies, intrinsic i, centres in the stamp
+    }
+    for key, arr in shape.items():
+        out[f"nb_{key}"] = np.where(ok, arr[safe], 0.0)
+    return out
 
 
 def _component_light(rng: np.random.Generator, t: np.ndarray, z: np.ndarray, col: np.ndarray):
