@@ -3,8 +3,8 @@ objects and of instrument artefacts, in the physics and instrument spaces and fo
 
 Galaxies: held-out galaxies of the HSC x Legacy store, ~1% replaced by rings and mergers
 drawn under the same observations' conditions, ~1% with satellite trails, bad columns or
-saturated stars; the staged counterfactual model beside a random-init copy and pixel PCA (no
-trained single-latent galaxy model exists). Light curves: held-out stars of seed 001's set
+saturated stars; the staged counterfactual model beside the single-latent contrastive
+baseline, a random-init copy and pixel PCA. Light curves: held-out stars of seed 001's set
 with dips and flares in the source signal and jumps and dropouts after the instrument; the
 dual contrastive model beside the single-latent baseline. See docs/search.md.
 
@@ -14,6 +14,7 @@ dual contrastive model beside the single-latent baseline. See docs/search.md.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -34,23 +35,32 @@ def main() -> None:
     cfg = load_config(args.config)
     check_keys(cfg, ["name", *TRACKS], args.config)
     t0 = time.perf_counter()
+    out = HERE / "results" / f"{cfg.get('name', 'anomalies')}.json"
+    kept = {}  # --only: the other track's figures stay, with the command that made them
+    if args.only and out.is_file():
+        old = json.loads(out.read_text())
+        kept = {
+            t: {**r, "command": r.get("command", old.get("command"))}
+            for t, r in old.get("tracks", {}).items()
+            if t != args.only
+        }
     results = {
         "command": " ".join(["python", *sys.argv]),
         "config": cfg,
         "machine": machine_info(),
-        "tracks": {},
+        "tracks": dict(kept),
     }
     for track, modality in TRACKS.items():
         if track not in cfg or (args.only and args.only != track):
             continue
         res = run_anomaly_study(cfg[track], modality, where=track)
+        res["command"] = results["command"]
         results["tracks"][track] = res
         print(f"\n== {track}: {', '.join(f'{k}={v}' for k, v in res['models'].items())}")
         print(anomaly_table(res))
         print("checks (k-NN precision@k):", res["checks"])
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    out = HERE / "results" / f"{cfg.get('name', 'anomalies')}.json"
     atomic_write_json(out, results)
     print(f"\nwrote {out} ({results['seconds']} s)")
 

@@ -857,6 +857,9 @@ def anomalies(r: dict) -> list[str]:
                 for kind in ("physical", "instrument"):
                     cells.append(_f(pooled.get(kind, {}).get("precision_at_k")))
             out.append(f"| {track} | {space} | " + " | ".join(cells) + " |")
+    runs = {t: v.get("command") for t, v in r["tracks"].items()}
+    if len({c for c in runs.values() if c}) > 1:  # tracks run separately (--only)
+        out += ["", *(f"- {t}: `{c}`" for t, c in runs.items() if c)]
     return out
 
 
