@@ -14,14 +14,13 @@ dual contrastive model beside the single-latent baseline. See docs/search.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from whatsreal.config import check_keys, load_config
 from whatsreal.evaluate.anomalies import anomaly_table, run_anomaly_study
-from whatsreal.utils import atomic_write_json, machine_info, peak_rss_mb
+from whatsreal.utils import atomic_write_json, machine_info, other_tracks, peak_rss_mb
 
 HERE = Path(__file__).parent
 TRACKS = {"galaxies": "image", "lightcurves": "series"}
@@ -36,19 +35,11 @@ def main() -> None:
     check_keys(cfg, ["name", *TRACKS], args.config)
     t0 = time.perf_counter()
     out = HERE / "results" / f"{cfg.get('name', 'anomalies')}.json"
-    kept = {}  # --only: the other track's figures stay, with the command that made them
-    if args.only and out.is_file():
-        old = json.loads(out.read_text())
-        kept = {
-            t: {**r, "command": r.get("command", old.get("command"))}
-            for t, r in old.get("tracks", {}).items()
-            if t != args.only
-        }
     results = {
         "command": " ".join(["python", *sys.argv]),
         "config": cfg,
         "machine": machine_info(),
-        "tracks": dict(kept),
+        "tracks": other_tracks(out, [args.only]) if args.only else {},
     }
     for track, modality in TRACKS.items():
         if track not in cfg or (args.only and args.only != track):

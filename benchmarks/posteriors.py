@@ -33,7 +33,7 @@ from whatsreal.infer.posterior import PosteriorSettings, PropertyPosterior, stor
 from whatsreal.models.base import load_pretrained
 from whatsreal.sampling import SplitSpec
 from whatsreal.store import ObservationStore
-from whatsreal.utils import atomic_write_json, machine_info, peak_rss_mb
+from whatsreal.utils import atomic_write_json, machine_info, other_tracks, peak_rss_mb
 
 HERE = Path(__file__).parent
 
@@ -177,16 +177,23 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown track(s) {unknown}; the config has {sorted(cfg['tracks'])}")
     t0 = time.perf_counter()
+    out = HERE / "results" / f"{name}.json"
+    command = " ".join(["python", "benchmarks/posteriors.py", *sys.argv[1:]])
     results = {
-        "command": " ".join(["python", "benchmarks/posteriors.py", *sys.argv[1:]]),
+        "command": command,
         "config": cfg,
         "machine": machine_info(),
         "tarp_method": "numpy implementation in whatsreal.evaluate.calibration.tarp",
-        "tracks": {},
+        "tracks": other_tracks(out, chosen),  # a run on some tracks keeps the others
     }
-    curves = {}
+    curves = {
+        f"{track}: {test}": r["tarp"]
+        for track, res in results["tracks"].items()
+        for test, r in res.get("tests", {}).items()
+    }
     for track in chosen:
         res = run_track(track, cfg["tracks"][track], cfg, args.no_calibrate)
+        res["command"] = command
         results["tracks"][track] = res
         _print_track(track, res)
         for test, r in res.get("tests", {}).items():
@@ -197,7 +204,6 @@ def main() -> None:
         results["figure"] = str(figure.relative_to(HERE.parent))
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    out = HERE / "results" / f"{name}.json"
     atomic_write_json(out, results)
     where = f"results -> {out}" + (f", figure -> {figure}" if curves else "")
     print(f"\n{results['seconds']:.0f} s; {where}")

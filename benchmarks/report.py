@@ -881,6 +881,21 @@ def posteriors(r: dict) -> list[str]:
                     f"| {track} | {test} | {name} | {_f(cov['68'])} | {_f(cov['95'])} | "
                     f"{_f(ev['r2_posterior_mean'][name])} | {_f(ev['r2_mlp_probe'][name])} |"
                 )
+    for track, t in r["tracks"].items():
+        widths = (t.get("calibration") or {}).get("temperature")
+        if isinstance(widths, dict):
+            out += [
+                "",
+                f"{track}: widths fitted on the {t['calibration']['split']} split's "
+                f"{t['calibration']['n']:,} objects (one per property): "
+                + ", ".join(f"{k} ×{v:.2f}" for k, v in widths.items())
+                + ".",
+            ]
+        elif widths is not None:
+            out += ["", f"{track}: one width for every property, ×{widths:.2f}."]
+    runs = {t: v.get("command") for t, v in r["tracks"].items()}
+    if len({c for c in runs.values() if c}) > 1:  # tracks run separately (--tracks)
+        out += ["", *(f"- {t}: `{c}`" for t, c in runs.items() if c)]
     return out
 
 

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from whatsreal.cli.main import main
 from whatsreal.errors import ModelFileError
@@ -97,12 +98,34 @@ def test_calibrate_widens_a_posterior_that_held_out_data_find_too_narrow(toy_pos
     noisier = mean + np.random.default_rng(8).normal(size=mean.shape) * SIGMA * 1.5
     before = interval_coverage(post.sample(x[1000:], 300), noisier[1000:])[0.68]
     t = post.calibrate(x[:1000], noisier[:1000])
-    assert 1.3 < t < 1.7 and post.info["temperature"] == t
+    assert set(t) == {"a", "b"} and all(1.3 < v < 1.7 for v in t.values())
+    assert post.info["temperature"] == t
     after = interval_coverage(post.sample(x[1000:], 300), noisier[1000:])[0.68]
     assert before.max() < 0.55
     np.testing.assert_allclose(after, 0.68, atol=0.05)
     back = PropertyPosterior.load(post.save(tmp_path / "q"))
-    assert float(back.temperature) == pytest.approx(t, rel=1e-6)  # saved with the weights
+    np.testing.assert_allclose(back.temperature, list(t.values()), rtol=1e-6)  # saved
+    # one property too narrow, the other right: one width per property mends the first and
+    # leaves the second; one width for both (per_property=False) would widen the second too
+    mixed = noisier.copy()
+    mixed[:, 1] = mean[:, 1] + np.random.default_rng(9).normal(size=len(mean)) * SIGMA[1]
+    post.calibrate(x[:1000], mixed[:1000])
+    w = post.info["temperature"]
+    assert 1.3 < w["a"] < 1.7 and 0.85 < w["b"] < 1.15
+    np.testing.assert_allclose(
+        interval_coverage(post.sample(x[1000:], 300), mixed[1000:])[0.68], 0.68, atol=0.05
+    )
+    shared = post.calibrate(x[:1000], mixed[:1000], per_property=False)
+    assert shared["a"] == shared["b"] and 1.1 < shared["b"]
+    # a file written when one width served every property still loads
+    from safetensors.torch import load_file, save_file
+
+    old = tmp_path / "old"
+    post.save(old)
+    state = load_file(str(old / "posterior.safetensors"))
+    state["temperature"] = torch.tensor(1.25)
+    save_file(state, str(old / "posterior.safetensors"))
+    np.testing.assert_allclose(PropertyPosterior.load(old).temperature, [1.25, 1.25])
     # an explicit validation set replaces the random hold-out
     xv, _, yv = _toy(100, seed=9)
     small = PropertyPosterior(D, ["a", "b"], flow="maf", transforms=1, hidden=(8,))
@@ -237,9 +260,9 @@ def test_predict_fit_then_apply_writes_intervals(lc_run, capsys):
         ]
     )
     assert rc == 0, capsys.readouterr().err
-    assert "width x" in capsys.readouterr().out
+    assert "widths from split val: theta0 x" in capsys.readouterr().out
     info = PropertyPosterior.load(root / "post_val").info
-    assert info["validation"] == "given" and info["temperature"] > 0
+    assert info["validation"] == "given" and info["temperature"]["theta0"] > 0
     out = root / "pred.parquet"
     rc = main(
         [

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,21 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Atomic, pretty-printed JSON write."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def other_tracks(path: str | Path, rerun: Iterable[str]) -> dict[str, Any]:
+    """The tracks of a previous results JSON at ``path`` that this run does not redo, each
+    with the command that produced it, so a benchmark run on some tracks keeps the rest."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    rerun = set(rerun)
+    return {
+        t: {**r, "command": r.get("command", old.get("command"))}
+        for t, r in (old.get("tracks") or {}).items()
+        if t not in rerun
+    }
 
 
 def machine_info() -> dict[str, Any]:

@@ -480,7 +480,12 @@ def _predict_fit(args: argparse.Namespace) -> int:
         f"({args.instrument or 'all instruments'}, split {args.split}): {i['epochs']} epochs "
         f"({i['stopped']}), best held-out NLL {i['best_val_nll']:.3f} at epoch "
         f"{i['best_epoch']}, {i['seconds']:.0f} s"
-        + (f"; width x{i['temperature']:.3f} from split {args.val_split}" if args.val_split else "")
+        + (
+            f"; widths from split {args.val_split}: "
+            + ", ".join(f"{k} x{v:.3f}" for k, v in i["temperature"].items())
+            if args.val_split
+            else ""
+        )
         + f"\nposterior -> {out}"
     )
     return 0

@@ -244,8 +244,9 @@ class PropertyPosterior(nn.Module):
         self.register_buffer("x_sd", torch.ones(int(context_dim)))
         self.register_buffer("y_mu", torch.zeros(p))
         self.register_buffer("y_sd", torch.ones(p))
-        # scale of the base Gaussian; 1 as trained, set on held-out pairs by calibrate()
-        self.register_buffer("temperature", torch.ones(()))
+        # scale of the base Gaussian, one per property; 1 as trained, set on held-out pairs
+        # by calibrate()
+        self.register_buffer("temperature", torch.ones(p))
         self.info: dict[str, Any] = {}  # what fit() did: sizes, epochs, NLLs, settings
         self.history: list[dict[str, float]] = []  # per-epoch NLLs of the last fit
 
@@ -477,7 +478,7 @@ class PropertyPosterior(nn.Module):
         """The flow's conditional distribution of standardised targets, its base widened by
         :attr:`temperature` (the transform is untouched)."""
         d = self.flow(xs)
-        if float(self.temperature) == 1.0:
+        if bool((self.temperature == 1.0).all()):
             return d
         from zuko.distributions import DiagNormal, NormalizingFlow
 
@@ -485,27 +486,33 @@ class PropertyPosterior(nn.Module):
         return NormalizingFlow(d.transform, base)
 
     @torch.no_grad()
-    def calibrate(self, latents: np.ndarray, targets: Any) -> float:
-        """Fit the base Gaussian's scale (one number, the flow is kept) to held-out pairs by
-        maximum likelihood, so widths that train latents made too narrow are widened; returns
-        it. Use objects that neither the encoder nor the flow trained on (a validation split).
-        """
+    def calibrate(
+        self, latents: np.ndarray, targets: Any, per_property: bool = True
+    ) -> dict[str, float]:
+        """Fit the base Gaussian's scale to held-out pairs by maximum likelihood (the flow is
+        kept), so widths that train latents made too narrow are widened and those too wide
+        narrowed; returns the width per property. ``per_property``: one scale per base
+        dimension, i.e. per property (each autoregressive transform maps a property's
+        coordinate to itself), since one scale for all widens the well-calibrated properties
+        with the over-confident ones; ``False``: one scale for all. Use objects that neither
+        the encoder nor the flow trained on (a validation split)."""
         self._require_fitted()
         x, y = self._pairs(latents, targets)
         xs = (torch.as_tensor(x, dtype=torch.float32) - self.x_mu) / self.x_sd
         ys = (torch.as_tensor(y, dtype=torch.float32) - self.y_mu) / self.y_sd
         self.flow.eval()
-        total, count = 0.0, 0
+        total = torch.zeros(len(self.names), dtype=torch.float64)
         for lo in range(0, len(xs), 4096):
             d = self.flow(xs[lo : lo + 4096])
             u = (d.transform(ys[lo : lo + 4096]) - d.base.mean) / d.base.stddev
-            total += float((u.double() ** 2).sum())
-            count += u.numel()
-        t = float(torch.tensor(math.sqrt(total / count), dtype=torch.float32))  # as stored
-        self.temperature.fill_(t)
-        self.info["temperature"] = t
+            total += (u.double() ** 2).sum(0)
+        if not per_property:
+            total = total.mean().expand(len(self.names))
+        self.temperature.copy_(torch.sqrt(total / len(xs)).float())
+        widths = {n: float(t) for n, t in zip(self.names, self.temperature, strict=True)}
+        self.info["temperature"] = widths
         self.info["n_calibration"] = len(x)
-        return t
+        return widths
 
     @torch.no_grad()
     def _nll(self, xs: torch.Tensor, ys: torch.Tensor, chunk: int = 4096) -> float:
@@ -650,6 +657,9 @@ class PropertyPosterior(nn.Module):
         post = cls(**config)
         try:
             state = load_file(str(w_path))
+            t = state.get("temperature")
+            if t is not None and t.ndim == 0:  # written when one width served every property
+                state["temperature"] = t.expand(len(post.names)).clone()
             post.load_state_dict(state)
         except Exception as exc:  # safetensors and shape errors share no base class
             raise ModelFileError(
