@@ -32,6 +32,7 @@ PHYSICS_PARAMS = (
     "e1",
     "e2",
     "redshift",
+    "n_neighbours",  # sky neighbours inside the stamp (stores simulated with neighbours)
 )
 INSTRUMENT_PARAMS = ("psf_fwhm", "depth", "sky_sigma", "ebv", "psf_e1")
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
