@@ -935,9 +935,14 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
         separation_three,
     ),
     "demo": ("`whatsreal demo`: wall time and peak memory (issue 11)", demo),
-    "evaluate_staged_nohead": (
+    "evaluate_staged_decor": (
         "Galaxy counterfactuals and morphology of the kept levers (`whatsreal evaluate`, "
         "issues 10 and 11)",
+        evaluate_kept,
+    ),
+    "evaluate_staged_nohead": (
+        "Galaxy counterfactuals and morphology of the seventh round's levers, before the "
+        "decorrelation term (`whatsreal evaluate`, issue 10)",
         evaluate_kept,
     ),
     "evaluate_staged_heads": (
@@ -961,6 +966,10 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
 
 DEFAULT_COMMANDS = {
     "galaxies": "python benchmarks/galaxies.py --minutes 15",
+    "evaluate_staged_decor": "whatsreal evaluate --run "
+    "benchmarks/_data/separation_runs/staged_decor --n-test 500 --n-probe 1000 "
+    "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot '' --morphology 200 "
+    "--morphology-minutes 3",
     "evaluate_staged_nohead": "whatsreal evaluate --run "
     "benchmarks/_data/separation_runs/staged_nohead --n-test 500 --n-probe 1000 "
     "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot '' --morphology 200 "
