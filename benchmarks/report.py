@@ -857,6 +857,28 @@ def anomalies(r: dict) -> list[str]:
                 for kind in ("physical", "instrument"):
                     cells.append(_f(pooled.get(kind, {}).get("precision_at_k")))
             out.append(f"| {track} | {space} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "What k-NN finds of each kind (precision@k of the kind alone), and the supervised "
+        "reference: 5-fold logistic regression on the space, AUC of each class against the "
+        "normal observations (is the information there at all?).",
+        "",
+        "| track | space | k-NN P@k by kind | linear AUC physical | linear AUC artefacts |",
+        "|---|---|---|---|---|",
+    ]
+    for track, t in r["tracks"].items():
+        for space, sc in t["spaces"].items():
+            pooled = sc.get("knn", {}).get("pooled", {})
+            kinds = {
+                **pooled.get("physical", {}).get("precision_at_k_by_kind", {}),
+                **pooled.get("instrument", {}).get("precision_at_k_by_kind", {}),
+            }
+            lin = sc.get("linear_auc") or {}
+            out.append(
+                f"| {track} | {space} | "
+                + ", ".join(f"{k} {v:.2f}" for k, v in kinds.items())
+                + f" | {_f(lin.get('physical'))} | {_f(lin.get('instrument'))} |"
+            )
     runs = {t: v.get("command") for t, v in r["tracks"].items()}
     if len({c for c in runs.values() if c}) > 1:  # tracks run separately (--only)
         out += ["", *(f"- {t}: `{c}`" for t, c in runs.items() if c)]
