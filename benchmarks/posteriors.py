@@ -60,14 +60,24 @@ def run_track(name: str, t: dict, cfg: dict, no_calibrate: bool = False) -> dict
     val = None
     if t.get("validation"):  # early stopping and width calibration on encoder-unseen sources
         val = _rows(store, parts[t["validation"]], t["train_instruments"])
-    tests = {}
-    for test, instruments in t["test_sets"].items():
+    tests, test_sets = {}, dict(t["test_sets"])
+    for test, instruments in test_sets.items():
         rows = _rows(store, parts["test"], instruments)
         tests[test] = np.sort(rng.choice(rows, min(int(t["n_test"]), rows.size), replace=False))
+    # widths for the survey a test set predicts in, from the overlap: that survey's images of
+    # the labelled validation sources (their labels are the labelling survey's)
+    overlap = {}
+    for test in t.get("overlap_widths") or []:
+        if val is None or test not in tests:
+            raise SystemExit(f"overlap_widths: {test!r} needs `validation` and a test set of it")
+        rows = _rows(store, parts[t["validation"]], test_sets[test])
+        overlap[test] = rows[np.isin(store.source_id[rows], store.source_id[val])]
 
     t0 = time.perf_counter()
     model = inference_model(load_pretrained(model_dir))
-    every = np.unique(np.concatenate([train, *([] if val is None else [val]), *tests.values()]))
+    every = np.unique(
+        np.concatenate([train, *([] if val is None else [val]), *tests.values(), *overlap.values()])
+    )
     z_all = embed_rows(model, store, every, batch_size=256)["physics"]
 
     def latents(rows: np.ndarray) -> np.ndarray:
@@ -106,10 +116,33 @@ def run_track(name: str, t: dict, cfg: dict, no_calibrate: bool = False) -> dict
         n_bootstrap=int(cfg["n_bootstrap"]),
         seed=seed,
     )
+    for test, rows in overlap.items():
+        local = post.recalibrated(latents(rows), store_properties(store, rows, names))
+        scores.update(
+            evaluate_posterior(
+                local,
+                (z_tr, y_tr),
+                {
+                    f"{test}_overlap_widths": (
+                        latents(tests[test]),
+                        store_properties(store, tests[test], names),
+                    )
+                },
+                n_samples=int(cfg["n_samples"]),
+                levels=cfg["levels"],
+                probe_settings=ProbeSettings(**cfg.get("probe", {})),
+                n_bootstrap=int(cfg["n_bootstrap"]),
+                seed=seed,
+            )
+        )
+        scores[f"{test}_overlap_widths"]["widths"] = local.info["temperature"]
+        scores[f"{test}_overlap_widths"]["n_width_fit"] = int(rows.size)
+        tests[f"{test}_overlap_widths"] = tests[test]
+        test_sets[f"{test}_overlap_widths"] = test_sets[test]
     tol = float(cfg["goal_tolerance"])
     for test, res in scores.items():
         res["n_rows"] = int(tests[test].size)
-        res["instruments"] = list(t["test_sets"][test])
+        res["instruments"] = list(test_sets[test])
         # coverage within ±tol of each level, per property (issue 13's goal)
         res["coverage_goal"] = {}
         for level in next(iter(res["coverage"].values())):

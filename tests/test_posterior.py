@@ -380,3 +380,15 @@ def test_predict_errors_name_the_file_or_key(lc_run, tmp_path, capsys):
     assert "was embedded from the store" in err(
         ["predict", "fit", "--embeddings", emb, "--store", str(other), "--out", str(tmp_path)]
     )
+
+
+def test_recalibrated_is_a_copy_with_its_own_widths(toy_posterior):
+    x, mean, _ = _toy(1000, seed=11)
+    wider = mean + np.random.default_rng(12).normal(size=mean.shape) * SIGMA * 2.0
+    before = toy_posterior.temperature.clone()
+    local = toy_posterior.recalibrated(x, wider)
+    assert torch.equal(toy_posterior.temperature, before)  # the original is untouched
+    assert all(1.7 < v < 2.3 for v in local.info["temperature"].values())
+    np.testing.assert_allclose(
+        interval_coverage(local.sample(x[:500], 300), wider[:500])[0.68], 0.68, atol=0.06
+    )

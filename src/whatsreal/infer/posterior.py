@@ -514,6 +514,17 @@ class PropertyPosterior(nn.Module):
         self.info["n_calibration"] = len(x)
         return widths
 
+    def recalibrated(
+        self, latents: np.ndarray, targets: Any, per_property: bool = True
+    ) -> PropertyPosterior:
+        """A copy with its widths refitted (:meth:`calibrate`) on other held-out pairs, this
+        one untouched: e.g. one posterior per survey it predicts in, each with widths fitted
+        on that survey's images of labelled sources in the overlap."""
+        other = copy.deepcopy(self)
+        other.info = dict(self.info)
+        other.calibrate(latents, targets, per_property)
+        return other
+
     @torch.no_grad()
     def _nll(self, xs: torch.Tensor, ys: torch.Tensor, chunk: int = 4096) -> float:
         self.flow.eval()
