@@ -915,6 +915,17 @@ def posteriors(r: dict) -> list[str]:
             ]
         elif widths is not None:
             out += ["", f"{track}: one width for every property, ×{widths:.2f}."]
+        for test, ev in t.get("tests", {}).items():
+            if "widths" in ev:
+                out += [
+                    "",
+                    f"{track} `{test}`: the same flow, with widths refitted on "
+                    f"{ev['n_width_fit']:,} images by the predicting survey "
+                    f"({', '.join(ev['instruments'])}) of labelled validation sources (the "
+                    "overlap; labels from the labelling survey): "
+                    + ", ".join(f"{k} ×{v:.2f}" for k, v in ev["widths"].items())
+                    + ".",
+                ]
     runs = {t: v.get("command") for t, v in r["tracks"].items()}
     if len({c for c in runs.values() if c}) > 1:  # tracks run separately (--tracks)
         out += ["", *(f"- {t}: `{c}`" for t, c in runs.items() if c)]
