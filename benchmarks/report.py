@@ -838,6 +838,14 @@ def search(r: dict) -> list[str]:
     return lines
 
 
+def _track_commands(r: dict) -> list[str]:
+    """The command of each track, when the tracks were run separately (--only, --tracks)."""
+    runs = {t: v.get("command") for t, v in r["tracks"].items()}
+    if len({c for c in runs.values() if c}) <= 1:
+        return []
+    return ["", *(f"- {t}: `{c}`" for t, c in runs.items() if c)]
+
+
 def anomalies(r: dict) -> list[str]:
     """Precision@k of injected physical objects and artefacts, per space (issue 13)."""
     out = [
@@ -879,10 +887,7 @@ def anomalies(r: dict) -> list[str]:
                 + ", ".join(f"{k} {v:.2f}" for k, v in kinds.items())
                 + f" | {_f(lin.get('physical'))} | {_f(lin.get('instrument'))} |"
             )
-    runs = {t: v.get("command") for t, v in r["tracks"].items()}
-    if len({c for c in runs.values() if c}) > 1:  # tracks run separately (--only)
-        out += ["", *(f"- {t}: `{c}`" for t, c in runs.items() if c)]
-    return out
+    return out + _track_commands(r)
 
 
 def posteriors(r: dict) -> list[str]:
@@ -926,10 +931,7 @@ def posteriors(r: dict) -> list[str]:
                     + ", ".join(f"{k} ×{v:.2f}" for k, v in ev["widths"].items())
                     + ".",
                 ]
-    runs = {t: v.get("command") for t, v in r["tracks"].items()}
-    if len({c for c in runs.values() if c}) > 1:  # tracks run separately (--tracks)
-        out += ["", *(f"- {t}: `{c}`" for t, c in runs.items() if c)]
-    return out
+    return out + _track_commands(r)
 
 
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
