@@ -389,6 +389,8 @@ def test_recalibrated_is_a_copy_with_its_own_widths(toy_posterior):
     local = toy_posterior.recalibrated(x, wider)
     assert torch.equal(toy_posterior.temperature, before)  # the original is untouched
     assert all(1.7 < v < 2.3 for v in local.info["temperature"].values())
+    with pytest.raises(ValueError, match="got 0 rows"):  # no pairs: an error, not NaN widths
+        toy_posterior.recalibrated(x[:0], wider[:0])
     np.testing.assert_allclose(
         interval_coverage(local.sample(x[:500], 300), wider[:500])[0.68], 0.68, atol=0.06
     )

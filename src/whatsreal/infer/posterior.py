@@ -498,6 +498,11 @@ class PropertyPosterior(nn.Module):
         the encoder nor the flow trained on (a validation split)."""
         self._require_fitted()
         x, y = self._pairs(latents, targets)
+        if len(x) < 2:  # a width from no pairs would be NaN, and every interval with it
+            raise ValueError(
+                f"calibrate needs held-out (latent, target) pairs; got {len(x)} rows: give "
+                "the validation split's objects"
+            )
         xs = (torch.as_tensor(x, dtype=torch.float32) - self.x_mu) / self.x_sd
         ys = (torch.as_tensor(y, dtype=torch.float32) - self.y_mu) / self.y_sd
         self.flow.eval()
