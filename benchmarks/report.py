@@ -785,8 +785,10 @@ def embed(r: dict) -> list[str]:
         "fp32, contiguous, no inference_mode; *tuned*: the `whatsreal embed` path "
         "(batch norms folded into the convolutions, channels_last, inference_mode, threads "
         "set) in each fp32 memory layout; *bf16*: the `whatsreal embed --bf16` path, bf16 "
-        "autocast in channels_last. The bf16 error is relative to the plain fp32 latents; "
-        "fp32 stays the default.",
+        "autocast in channels_last; *compiled*: the `whatsreal embed --compile` path, the "
+        "tuned model through torch.compile (Inductor, weights frozen), compiled once per batch "
+        "size (its seconds in brackets, not in the rate). Errors are relative to the plain "
+        "fp32 latents; fp32 without compile stays the default.",
         "",
         "| mode | batch | threads | obs/s | all repeats |",
         "|---|---|---|---|---|",
@@ -794,6 +796,8 @@ def embed(r: dict) -> list[str]:
     for x in r["rows"]:
         err = x.get("max_rel_error_vs_fp32")
         mode = x["mode"] + (f" (max rel. error {err})" if err is not None else "")
+        if "compile_s" in x:
+            mode += f" [compile {x['compile_s']} s]"
         lines.append(
             f"| {mode} | {x['batch_size']} | {x['threads']} | {x['obs_per_s']:,.0f} | "
             + ", ".join(f"{v:,.0f}" for v in x["obs_per_s_all"])
@@ -807,7 +811,13 @@ def embed(r: dict) -> list[str]:
         + (
             f"; fastest: {r['fastest']['mode']} at batch {r['fastest']['batch_size']} "
             f"({r['fastest']['obs_per_s']:,.0f} obs/s); in fp32: "
-            f"{_yes(r['goal_met_fp32'])}."
+            f"{_yes(r['goal_met_fp32'])}"
+            + (
+                f" ({r['fastest_fp32']['mode']} at batch {r['fastest_fp32']['batch_size']}, "
+                f"{r['fastest_fp32']['obs_per_s']:,.0f} obs/s)."
+                if "fastest_fp32" in r
+                else "."
+            )
             if "fastest" in r
             else "."
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -183,6 +184,30 @@ def test_inference_model_bf16_close_to_fp32(one_thread):
         assert out[key].dtype == np.float32
         err = np.abs(out[key] - ref[key]).max() / np.abs(ref[key]).max()
         assert 0 < err < 0.05, (key, err)  # bf16, so not bit-identical, but close
+
+
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None,
+    reason="torch.compile's CPU backend needs a C++ compiler",
+)
+def test_compiled_embeddings_match_the_eager_ones(image_run, tmp_path):
+    # batch 12 over 32-row parts: two full batches and a padded one of 8 per part
+    out = embed_store(
+        image_run["model"],
+        image_run["store"],
+        tmp_path / "c.parquet",
+        batch_size=12,
+        part_rows=32,
+        compile=True,
+    )
+    table, ref = pq.read_table(out), pq.read_table(image_run["emb"])
+    meta = json.loads(table.schema.metadata[embed_mod.EMBEDDINGS_META_KEY])
+    assert meta["compiled"] is True and meta["model_class"] == "CounterfactualModel"
+    for col in ("physics_latent", "instrument_latent"):
+        got = np.stack(table[col].to_numpy(zero_copy_only=False))
+        want = np.stack(ref[col].to_numpy(zero_copy_only=False))
+        assert got.shape == want.shape == (80, got.shape[1])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["counterfactual", "contrastive", "single"])

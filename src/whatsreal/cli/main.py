@@ -327,6 +327,7 @@ def _embed(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         overwrite=args.overwrite,
         bf16=args.bf16,
+        compile=args.compile,
     )
     print(f"wrote embeddings -> {out}")
     return 0
@@ -723,6 +724,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--bf16",
         action="store_true",
         help="bf16 autocast, channels_last (faster on CPUs with bf16 units; ~1%% from fp32)",
+    )
+    emb.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the encoders, weights frozen (one compile first, then faster; "
+        "needs a C++ compiler)",
     )
     emb.add_argument("--overwrite", action="store_true", help="replace an existing output")
     emb.add_argument("--quiet", action="store_true", help="no progress bar")
