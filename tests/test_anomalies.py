@@ -20,7 +20,7 @@ from whatsreal.evaluate.anomalies import (
     precision_at_k,
     score_spaces,
 )
-from whatsreal.search.anomaly import iforest_scores, knn_scores
+from whatsreal.search.anomaly import iforest_scores, knn_scores, whiten
 from whatsreal.simulate.anomalies import (
     bad_column,
     galaxy_prep_from_store,
@@ -306,3 +306,43 @@ def test_score_spaces_separates_the_two_classes():
     assert pooled["instrument"]["precision_at_k"] == 0.0
     assert res["instrument"]["knn"]["pooled"]["instrument"]["precision_at_k"] == 1.0
     assert set(res["physics"]["knn"]["per_instrument"]) == {"a", "b"}
+
+
+def test_whitening_isolates_an_outlier_along_a_narrow_direction():
+    rng = np.random.default_rng(2)
+    z = np.stack([100.0 * rng.normal(size=500), 0.1 * rng.normal(size=500)], axis=1)
+    z[7] = [0.0, 2.0]  # 20 sigma along the narrow axis, ordinary along the wide one
+    w = whiten(z)
+    np.testing.assert_allclose(np.cov(w.T), np.eye(2), atol=1e-4)
+    np.testing.assert_allclose(w.mean(axis=0), 0.0, atol=1e-5)
+    assert np.argsort(-knn_scores(z.astype(np.float32), k=5)).tolist().index(7) > 10
+    assert int(np.argmax(knn_scores(w, k=5))) == 7
+    # a constant axis carries nothing and is dropped; no variance at all is an error
+    assert whiten(np.c_[z, np.ones(500)]).shape == (500, 2)
+    with pytest.raises(ValueError, match="do not vary"):
+        whiten(np.ones((5, 3)))
+
+
+def test_score_spaces_adds_the_whitened_copies_it_is_asked_for():
+    rng = np.random.default_rng(3)
+    n = 300
+    label = np.zeros(n, np.int8)
+    label[:3], label[3:6] = PHYSICAL, INSTRUMENT
+    phys = np.stack([100.0 * rng.normal(size=n), 0.1 * rng.normal(size=n)], axis=1)
+    phys[:3, 1] = 3.0  # odd along the narrow axis only
+    data = AnomalySet(
+        flux=np.zeros((n, 1, 2), np.float32),
+        label=label,
+        kind=np.where(label == 0, "normal", np.where(label == 1, "ring", "trail")),
+        source_id=np.arange(n),
+        instrument=np.array(["a", "b"] * (n // 2)),
+        row=np.arange(n),
+        params=[None] * n,
+    )
+    settings = AnomalySettings(k=5, iforest_trees=20, whiten=["physics"])
+    res = score_spaces({"physics": phys.astype(np.float32)}, data, settings)
+    assert set(res) == {"physics", "physics (whitened)"}
+    assert res["physics (whitened)"]["knn"]["pooled"]["physical"]["precision_at_k"] == 1.0
+    assert res["physics"]["knn"]["pooled"]["physical"]["precision_at_k"] < 1.0
+    with pytest.raises(ConfigError, match="instrument"):
+        score_spaces({"physics": phys}, data, AnomalySettings(whiten=["instrument"]))

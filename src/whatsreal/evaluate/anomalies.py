@@ -84,12 +84,14 @@ class AnomalySettings:
     iforest_trees: int = 200
     saturation_sigma: float = 300.0  # saturated stars: clip level in sky sigma
     n_controls: int = 8  # hosts re-rendered as normal galaxies to check the path is exact
+    whiten: tuple[str, ...] = ()  # spaces also scored PCA-whitened, as "<space> (whitened)"
     seed: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.splits, Mapping):
             self.splits = SplitSpec(**self.splits)
         self.use_splits = tuple(self.use_splits)
+        self.whiten = tuple(self.whiten)
         bad = [s for s in self.use_splits if s not in ("train", "val", "test")]
         if bad or not self.use_splits:
             raise ConfigError(f"use_splits must name some of train/val/test; got {bad or '[]'}")
@@ -470,9 +472,15 @@ def score_spaces(
 ) -> dict[str, Any]:
     """k-NN and isolation-forest precision@k of each space, pooled over instruments and
     within each instrument: {space: {method: {"pooled": ..., "per_instrument": {...}}}}."""
-    from whatsreal.search.anomaly import iforest_scores, knn_scores
+    from whatsreal.search.anomaly import iforest_scores, knn_scores, whiten
 
     s = settings
+    missing = sorted(set(s.whiten) - set(spaces))
+    if missing:
+        raise ConfigError(f"settings.whiten names {missing}, not among the spaces {list(spaces)}")
+    spaces = dict(spaces)
+    for name in s.whiten:
+        spaces[f"{name} (whitened)"] = whiten(spaces[name])
     out: dict[str, Any] = {}
     groups = {"pooled": np.ones(len(data.label), bool)}
     groups.update({name: data.instrument == name for name in np.unique(data.instrument)})
@@ -599,7 +607,7 @@ def run_anomaly_study(
         spaces["raw_pca"] = pca_space(data.flux, int(n_pca), scale, settings.seed)
     t = time.perf_counter()
     scores = score_spaces(spaces, data, settings)
-    for name, z in spaces.items():
+    for name, z in spaces.items():  # whitened copies get none: theirs is the same (linear)
         scores[name]["linear_auc"] = {
             LABELS[c]: separability_auc(z, data.label, c, settings.seed)
             for c in (PHYSICAL, INSTRUMENT)
@@ -657,7 +665,7 @@ def anomaly_table(result: Mapping[str, Any]) -> str:
     any_space = next(iter(result["spaces"].values()))
     pooled = any_space["knn"]["pooled"]
     head = (
-        f"{'space':<22}{'method':<9}{'P@k phys':>9}{'P@k inst':>9}"
+        f"{'space':<28}{'method':<9}{'P@k phys':>9}{'P@k inst':>9}"
         f"{'AUC phys':>9}{'AUC inst':>9}{'AUC ph br':>10}{'linAUC ph':>10}{'linAUC in':>10}"
     )
     lines = [
@@ -672,7 +680,7 @@ def anomaly_table(result: Mapping[str, Any]) -> str:
         for method in ("knn", "iforest"):
             q = res[method]["pooled"]
             lines.append(
-                f"{name:<22}{method:<9}"
+                f"{name:<28}{method:<9}"
                 f"{q['physical']['precision_at_k']:>9.3f}{q['instrument']['precision_at_k']:>9.3f}"
                 f"{q['physical']['auc']:>9.3f}{q['instrument']['auc']:>9.3f}"
                 f"{q['physical'].get('auc_bright_half', float('nan')):>10.3f}"
@@ -695,5 +703,5 @@ def anomaly_table(result: Mapping[str, Any]) -> str:
             **q["physical"]["precision_at_k_by_kind"],
             **q["instrument"]["precision_at_k_by_kind"],
         }
-        lines.append(f"  {name:<20}" + "  ".join(f"{k} {v:.2f}" for k, v in by_kind.items()))
+        lines.append(f"  {name:<26}" + "  ".join(f"{k} {v:.2f}" for k, v in by_kind.items()))
     return "\n".join(lines)

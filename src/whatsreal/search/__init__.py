@@ -5,7 +5,13 @@ space (:func:`build_index`), then query by id or by FITS cutout (:func:`search_b
 :func:`search_by_file`) or rank anomalies (:func:`top_anomalies`).
 """
 
-from whatsreal.search.anomaly import anomaly_scores, iforest_scores, knn_scores, top_anomalies
+from whatsreal.search.anomaly import (
+    anomaly_scores,
+    iforest_scores,
+    knn_scores,
+    top_anomalies,
+    whiten,
+)
 from whatsreal.search.embeddings import Embeddings
 from whatsreal.search.index import (
     EXACT_MAX,
@@ -35,4 +41,5 @@ __all__ = [
     "search_by_file",
     "search_by_id",
     "top_anomalies",
+    "whiten",
 ]
