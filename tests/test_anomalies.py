@@ -280,6 +280,20 @@ def test_knn_ranks_an_obvious_outlier_first():
     assert precision_at_k(knn_scores(z, k=5), positive) == 1.0
 
 
+def _toy_set(label: np.ndarray) -> AnomalySet:
+    """An anomaly set of the given labels, in two instruments, for scoring tests."""
+    n = len(label)
+    return AnomalySet(
+        flux=np.zeros((n, 1, 2), np.float32),
+        label=label,
+        kind=np.where(label == 0, "normal", np.where(label == 1, "ring", "trail")),
+        source_id=np.arange(n),
+        instrument=np.array(["a", "b"] * (n // 2)),
+        row=np.arange(n),
+        params=[None] * n,
+    )
+
+
 def test_score_spaces_separates_the_two_classes():
     rng = np.random.default_rng(1)
     n = 400
@@ -289,15 +303,7 @@ def test_score_spaces_separates_the_two_classes():
     phys[:4] += 20.0  # physical objects stand out here only
     inst = rng.normal(size=(n, 4)).astype(np.float32)
     inst[4:8] -= 20.0
-    data = AnomalySet(
-        flux=np.zeros((n, 1, 2), np.float32),
-        label=label,
-        kind=np.where(label == 0, "normal", np.where(label == 1, "ring", "trail")),
-        source_id=np.arange(n),
-        instrument=np.array(["a", "b"] * (n // 2)),
-        row=np.arange(n),
-        params=[None] * n,
-    )
+    data = _toy_set(label)
     res = score_spaces(
         {"physics": phys, "instrument": inst}, data, AnomalySettings(k=5, iforest_trees=20)
     )
@@ -330,15 +336,7 @@ def test_score_spaces_adds_the_whitened_copies_it_is_asked_for():
     label[:3], label[3:6] = PHYSICAL, INSTRUMENT
     phys = np.stack([100.0 * rng.normal(size=n), 0.1 * rng.normal(size=n)], axis=1)
     phys[:3, 1] = 3.0  # odd along the narrow axis only
-    data = AnomalySet(
-        flux=np.zeros((n, 1, 2), np.float32),
-        label=label,
-        kind=np.where(label == 0, "normal", np.where(label == 1, "ring", "trail")),
-        source_id=np.arange(n),
-        instrument=np.array(["a", "b"] * (n // 2)),
-        row=np.arange(n),
-        params=[None] * n,
-    )
+    data = _toy_set(label)
     settings = AnomalySettings(k=5, iforest_trees=20, whiten=["physics"])
     res = score_spaces({"physics": phys.astype(np.float32)}, data, settings)
     assert set(res) == {"physics", "physics (whitened)"}
