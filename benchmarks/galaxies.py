@@ -51,7 +51,12 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(variants))
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; the config has {sorted(variants)}")
-    store = ensure_galaxy_store(cfg["store"], cfg["n_sources"])
+    store = ensure_galaxy_store(
+        cfg["store"],
+        cfg["n_sources"],
+        morphology=cfg.get("morphology", "sersic"),
+        neighbours=bool(cfg.get("neighbours", False)),
+    )
     base = CounterfactualTrainConfig(
         **cfg["train"], snapshot_minutes=minutes / float(cfg["snapshots"])
     )

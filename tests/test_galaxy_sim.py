@@ -31,6 +31,8 @@ from whatsreal.simulate.galaxy_render import (  # noqa: E402
 )
 
 SURVEYS = ("hsc", "legacy", "lsst")
+# the single-Sersic population without sky neighbours, whose renders have exact answers
+SERSIC = GalaxySimConfig(population=PopulationConfig(morphology="sersic", neighbours=False))
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +43,17 @@ def library() -> SersicLibrary:
 
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
-    """Eight sources in three surveys, with the Multimodal-Universe-like layout too."""
+    """Eight isolated single-Sersic sources in three surveys (the photometry tests need no
+    neighbour light), with the Multimodal-Universe-like layout too."""
     root = tmp_path_factory.mktemp("gal")
     path = simulate_galaxies(
-        root / "a.store", n=8, seed=5, workers=1, progress=False, mmu_out=root / "mmu"
+        root / "a.store",
+        n=8,
+        seed=5,
+        workers=1,
+        progress=False,
+        mmu_out=root / "mmu",
+        config=SERSIC,
     )
     return root, path
 
@@ -184,7 +193,13 @@ def test_same_seed_same_files(tiny_store, tmp_path):
     """Same seed -> identical datasets, whatever the worker count; other seed -> different."""
     root, path = tiny_store
     again = simulate_galaxies(
-        tmp_path / "b.store", n=8, seed=5, workers=2, progress=False, mmu_out=tmp_path / "mmu"
+        tmp_path / "b.store",
+        n=8,
+        seed=5,
+        workers=2,
+        progress=False,
+        mmu_out=tmp_path / "mmu",
+        config=SERSIC,
     )
     a, b = _contents(path), _contents(again)
     assert a.keys() == b.keys()
@@ -195,7 +210,9 @@ def test_same_seed_same_files(tiny_store, tmp_path):
         (fb,) = (tmp_path / "mmu" / name).rglob("*.hdf5")
         digest = [hashlib.sha256(f.read_bytes()).hexdigest() for f in (fa, fb)]
         assert digest[0] == digest[1], name
-    other = simulate_galaxies(tmp_path / "c.store", n=8, seed=6, workers=1, progress=False)
+    other = simulate_galaxies(
+        tmp_path / "c.store", n=8, seed=6, workers=1, progress=False, config=SERSIC
+    )
     assert not np.array_equal(_contents(other)["data/flux"], a["data/flux"])
 
 
@@ -314,11 +331,12 @@ def test_bulge_disk_population_keeps_the_sersic_catalogue_and_adds_components():
     from whatsreal.errors import ConfigError
     from whatsreal.simulate.galaxy_population import draw_population
 
-    plain = draw_population(2000, PopulationConfig(), 3)
-    again = draw_population(2000, PopulationConfig(), 3)
+    sersic = PopulationConfig(morphology="sersic", neighbours=False)
+    plain = draw_population(2000, sersic, 3)
+    again = draw_population(2000, sersic, 3)
     assert all(np.array_equal(plain[k], again[k]) for k in plain)
-    assert "bulge_fraction" not in plain  # the default catalogue is unchanged
-    pop = draw_population(2000, PopulationConfig(morphology="bulge_disk"), 3)
+    assert "bulge_fraction" not in plain  # the Sersic catalogue is unchanged
+    pop = draw_population(2000, PopulationConfig(morphology="bulge_disk", neighbours=False), 3)
     gal = pop["is_star"] == 0
     frac = pop["component_frac"][gal]
     np.testing.assert_allclose(frac.sum(axis=1), 1.0, atol=1e-12)  # shares of each band
@@ -442,8 +460,9 @@ def test_sky_neighbours_add_the_same_light_in_every_survey():
     from whatsreal.simulate.galaxies import observe_source
     from whatsreal.simulate.galaxy_population import STAMP_HALF_ARCSEC
 
-    base = GalaxySimConfig(n_sources=300, surveys=("hsc", "legacy"))
-    nb_cfg = dataclasses.replace(base, population=PopulationConfig(neighbours=True))
+    plain = PopulationConfig(neighbours=False)  # the default galaxies, without and with
+    base = GalaxySimConfig(n_sources=300, surveys=("hsc", "legacy"), population=plain)
+    nb_cfg = dataclasses.replace(base, population=dataclasses.replace(plain, neighbours=True))
     prep, prep_nb = prepare(base, 4), prepare(nb_cfg, 4)
     pop = prep_nb["population"]
     inner = STAMP_HALF_ARCSEC - 2.0
@@ -458,7 +477,7 @@ def test_sky_neighbours_add_the_same_light_in_every_survey():
             diff = observe_source(prep_nb, s, i)["clean"] - observe_source(prep, s, i)["clean"]
             assert diff.min() > -1e-4 * observe_source(prep, s, i)["clean"].max()
             added[s] = diff[2].sum()  # i band, nanomaggies
-        expected = 10 ** (-0.4 * (pop["nb_mag"][i, valid[i], 2] - 22.5)).sum()
+        expected = (10 ** (-0.4 * (pop["nb_mag"][i, valid[i], 2] - 22.5))).sum()
         for s in ("hsc", "legacy"):  # extinction dims it a little; the stamp edge cuts wings
             assert 0.75 * expected < added[s] < 1.0 * expected
         np.testing.assert_allclose(added["hsc"], added["legacy"], rtol=0.1)

@@ -34,10 +34,14 @@ BASE = CounterfactualTrainConfig(
 def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("variants") / "gal.store"
     from whatsreal.pairing import build_pairing
-    from whatsreal.simulate.galaxies import simulate_galaxies
+    from whatsreal.simulate.galaxies import GalaxySimConfig, simulate_galaxies
+    from whatsreal.simulate.galaxy_population import PopulationConfig
     from whatsreal.store import ObservationStore
 
-    simulate_galaxies(path, n=80, surveys=("hsc", "legacy"), seed=3, workers=1, progress=False)
+    sersic = GalaxySimConfig(population=PopulationConfig(morphology="sersic", neighbours=False))
+    simulate_galaxies(
+        path, n=80, surveys=("hsc", "legacy"), seed=3, workers=1, progress=False, config=sersic
+    )
     build_pairing(ObservationStore(path))
     return ensure_galaxy_store(path, 80)  # there already: opened, not simulated again
 

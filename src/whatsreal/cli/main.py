@@ -160,11 +160,19 @@ def _simulate_galaxies(args: argparse.Namespace) -> int:
     import time
 
     from whatsreal.errors import ConfigError
-    from whatsreal.simulate.galaxies import make_figure, simulate_galaxies
+    from whatsreal.simulate.galaxies import GalaxySimConfig, make_figure, simulate_galaxies
+    from whatsreal.simulate.galaxy_population import population_config
 
     surveys = [s.strip() for s in args.surveys.split(",") if s.strip()]
+    population = population_config(args.morphology, args.neighbours)
     if args.figure:
-        print(f"wrote {make_figure(args.figure, surveys=tuple(surveys))}")
+        fig = make_figure(
+            args.figure,
+            surveys=tuple(surveys),
+            morphology=population.morphology,
+            neighbours=population.neighbours,
+        )
+        print(f"wrote {fig}")
         return 0
     if not args.out:
         raise ConfigError("give --out STORE to write a store (or --figure PNG for the figure)")
@@ -179,9 +187,11 @@ def _simulate_galaxies(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         mmu_out=args.mmu_out,
         compact=args.compact,
+        config=GalaxySimConfig(population=population),
     )
     print(
-        f"wrote {path}: {args.n:,} sources x {len(surveys)} surveys "
+        f"wrote {path}: {args.n:,} sources x {len(surveys)} surveys, {population.morphology} "
+        f"galaxies{' with their sky neighbours' if population.neighbours else ''} "
         f"({time.perf_counter() - t0:.1f} s)"
     )
     return 0
@@ -592,6 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     gal.add_argument(
         "--compact", action="store_true", help="compact store: scaled float16, compressed (~4x)"
     )
+    from whatsreal.simulate.galaxy_population import add_population_arguments
+
+    add_population_arguments(gal)
     gal.set_defaults(handler=_simulate_galaxies)
 
     prep = sub.add_parser(

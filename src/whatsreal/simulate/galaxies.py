@@ -47,7 +47,12 @@ import numpy as np
 
 from whatsreal.errors import ConfigError
 from whatsreal.simulate.galaxy_conditions import extinction_field, survey_conditions
-from whatsreal.simulate.galaxy_population import MORPHOLOGIES, PopulationConfig, draw_population
+from whatsreal.simulate.galaxy_population import (
+    PopulationConfig,
+    add_population_arguments,
+    draw_population,
+    population_config,
+)
 from whatsreal.simulate.galaxy_presets import BANDS, SurveyPreset, survey_preset
 from whatsreal.utils import (
     atomic_write_json,
@@ -824,21 +829,21 @@ def make_figure(
     n_show: int = 5,
     surveys: Sequence[str] = ("hsc", "legacy", "lsst"),
     seed: int = 1,
-    morphology: str = "sersic",
-    neighbours: bool = False,
+    morphology: str | None = None,
+    neighbours: bool | None = None,
 ) -> Path:
     """The same galaxies in every survey, noise-free and noisy (gri composites, arcsinh);
-    with ``neighbours``, the last rows are stamps holding sky neighbours."""
+    with ``neighbours``, the last rows are stamps holding sky neighbours. ``None``: the
+    population's defaults (:class:`PopulationConfig`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    population = population_config(morphology, neighbours)
+    morphology, neighbours = population.morphology, population.neighbours
     cfg = GalaxySimConfig(
-        n_sources=400,
-        surveys=tuple(surveys),
-        chunk=n_show,
-        population=PopulationConfig(morphology=morphology, neighbours=neighbours),
+        n_sources=400, surveys=tuple(surveys), chunk=n_show, population=population
     )
     prep = prepare(cfg, seed)
     pop = prep["population"]
@@ -890,17 +895,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     ap.add_argument("--mmu-out", help="also write the Multimodal-Universe-like layout here")
     ap.add_argument("--overwrite", action="store_true")
-    ap.add_argument(
-        "--morphology",
-        choices=MORPHOLOGIES,
-        default="sersic",
-        help="one Sersic per galaxy (default) or bulge + disk + star-forming knots",
-    )
-    ap.add_argument(
-        "--neighbours",
-        action="store_true",
-        help="draw the sky around each source into its stamps (field galaxies and stars)",
-    )
+    add_population_arguments(ap)
     ap.add_argument("--figure", help="write the docs figure (PNG) to this path and exit")
     args = ap.parse_args(argv)
     if args.figure:
@@ -910,9 +905,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(fig)
         return 0
-    config = GalaxySimConfig(
-        population=PopulationConfig(morphology=args.morphology, neighbours=args.neighbours)
-    )
+    config = GalaxySimConfig(population=population_config(args.morphology, args.neighbours))
     if not args.out:
         ap.error("give --out STORE (or --figure PNG)")
     path = simulate_galaxies(
