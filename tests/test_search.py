@@ -26,6 +26,7 @@ from whatsreal.search import (
     search_by_file,
     search_by_id,
     top_anomalies,
+    whiten,
 )
 from whatsreal.store import ObservationStore, StoreWriter
 
@@ -392,3 +393,12 @@ def test_cli_embed_index_search_sheet_anomalies(image_run, tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["results"]
     assert len(rows) == 4 and [r["rank"] for r in rows] == [1, 2, 3, 4]
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    # --whiten scores the whitened space: the k-NN scores of whiten(vectors), exactly
+    cmd = ["anomalies", "--index", str(index_dir), "--whiten", "--top", "80", "--json"]
+    assert main(cmd) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["whitened"] is True
+    vectors = SearchIndex(index_dir, "physics").embeddings.vectors("physics")
+    want = knn_scores(whiten(vectors), k=10)
+    got = {r["row"]: r["score"] for r in out["results"]}
+    np.testing.assert_allclose([got[i] for i in range(80)], want, rtol=1e-5)

@@ -417,9 +417,18 @@ def _anomalies(args: argparse.Namespace) -> int:
     from whatsreal.search import SearchIndex, top_anomalies
 
     index = SearchIndex(args.index, args.space)
-    rows = top_anomalies(index, method=args.method, top=args.top, k=args.k, seed=args.seed)
-    title = f"top {len(rows)} {args.method} anomalies in the {index.space} space"
-    _print_rows(title, rows, "score", args.json, {"space": index.space, "method": args.method})
+    rows = top_anomalies(
+        index, method=args.method, top=args.top, k=args.k, seed=args.seed, whiten_space=args.whiten
+    )
+    space = f"{index.space} space{' (whitened)' if args.whiten else ''}"
+    title = f"top {len(rows)} {args.method} anomalies in the {space}"
+    _print_rows(
+        title,
+        rows,
+        "score",
+        args.json,
+        {"space": index.space, "method": args.method, "whitened": args.whiten},
+    )
     return 0
 
 
@@ -784,6 +793,11 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--top", type=_count, default=20, help="how many to list (default 20)")
     an.add_argument("-k", type=_count, default=10, help="neighbours of the knn score")
     an.add_argument("--seed", type=_seed, default=0, help="isolation-forest seed")
+    an.add_argument(
+        "--whiten",
+        action="store_true",
+        help="score the PCA-whitened space (every direction weighed alike; see docs/search.md)",
+    )
     an.add_argument("--json", action="store_true", help="machine-readable output")
     an.set_defaults(handler=_anomalies)
 

@@ -703,5 +703,5 @@ def anomaly_table(result: Mapping[str, Any]) -> str:
             **q["physical"]["precision_at_k_by_kind"],
             **q["instrument"]["precision_at_k_by_kind"],
         }
-        lines.append(f"  {name:<26}" + "  ".join(f"{k} {v:.2f}" for k, v in by_kind.items()))
+        lines.append(f"  {name:<28}" + "  ".join(f"{k} {v:.2f}" for k, v in by_kind.items()))
     return "\n".join(lines)

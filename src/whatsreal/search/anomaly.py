@@ -80,23 +80,32 @@ def iforest_scores(vectors: np.ndarray, n_estimators: int = 200, seed: int = 0) 
 
 
 def anomaly_scores(
-    index: SearchIndex, method: str = "knn", k: int = 10, seed: int = 0
+    index: SearchIndex, method: str = "knn", k: int = 10, seed: int = 0, whiten_space: bool = False
 ) -> np.ndarray:
-    """Scores of every indexed observation in the index's space, in table order."""
+    """Scores of every indexed observation in the index's space, in table order.
+    ``whiten_space`` scores the PCA-whitened vectors (:func:`whiten`; the k-NN then builds
+    its own exact index instead of the saved one)."""
     if method not in METHODS:
         raise ValueError(f"unknown anomaly method {method!r}; choose one of {METHODS}")
     index.check_not_empty()
     vectors = index.embeddings.vectors(index.space)
+    if whiten_space:
+        vectors = whiten(vectors)
     if method == "knn":
-        return knn_scores(vectors, k=k, index=index.vector_index)
+        return knn_scores(vectors, k=k, index=None if whiten_space else index.vector_index)
     return iforest_scores(vectors, seed=seed)
 
 
 def top_anomalies(
-    index: SearchIndex, method: str = "knn", top: int = 20, k: int = 10, seed: int = 0
+    index: SearchIndex,
+    method: str = "knn",
+    top: int = 20,
+    k: int = 10,
+    seed: int = 0,
+    whiten_space: bool = False,
 ) -> list[dict[str, Any]]:
     """The ``top`` most anomalous observations, most anomalous first, with their scores."""
-    scores = anomaly_scores(index, method=method, k=k, seed=seed)
+    scores = anomaly_scores(index, method=method, k=k, seed=seed, whiten_space=whiten_space)
     order = np.argsort(-scores, kind="stable")[:top]
     emb = index.embeddings
     return [
