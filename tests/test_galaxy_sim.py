@@ -46,16 +46,20 @@ def tiny_store(tmp_path_factory):
     """Eight isolated single-Sersic sources in three surveys (the photometry tests need no
     neighbour light), with the Multimodal-Universe-like layout too."""
     root = tmp_path_factory.mktemp("gal")
-    path = simulate_galaxies(
-        root / "a.store",
+    return root, _simulate_tiny(root, "a.store", workers=1)
+
+
+def _simulate_tiny(root, name: str, workers: int, seed: int = 5):
+    """The tiny store's eight Sersic sources (seed 5), with its MMU layout under root/mmu."""
+    return simulate_galaxies(
+        root / name,
         n=8,
-        seed=5,
-        workers=1,
+        seed=seed,
+        workers=workers,
         progress=False,
         mmu_out=root / "mmu",
         config=SERSIC,
     )
-    return root, path
 
 
 def _no_psf() -> list:
@@ -192,15 +196,7 @@ def _contents(path) -> dict[str, np.ndarray]:
 def test_same_seed_same_files(tiny_store, tmp_path):
     """Same seed -> identical datasets, whatever the worker count; other seed -> different."""
     root, path = tiny_store
-    again = simulate_galaxies(
-        tmp_path / "b.store",
-        n=8,
-        seed=5,
-        workers=2,
-        progress=False,
-        mmu_out=tmp_path / "mmu",
-        config=SERSIC,
-    )
+    again = _simulate_tiny(tmp_path, "b.store", workers=2)
     a, b = _contents(path), _contents(again)
     assert a.keys() == b.keys()
     for key in a:
