@@ -49,6 +49,14 @@ def _timed(run, n_obs: int, repeats: int, warmup: int) -> dict:
     }
 
 
+def _max_rel_error(got: dict, reference: dict) -> float:
+    """Largest absolute difference of any latent from the fp32 reference, relative to the
+    reference's largest magnitude, over every latent space."""
+    return max(
+        float(np.abs(got[k] - reference[k]).max() / np.abs(reference[k]).max()) for k in reference
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(HERE.parent / "configs/benchmarks/embed.yaml"))
@@ -107,10 +115,7 @@ def main() -> None:
     if tuned_cfg.get("bf16"):  # the `whatsreal embed --bf16` path: autocast, channels_last
         low_model = inference_model(copy.deepcopy(model), precision=torch.bfloat16)
         low = embed_array(low_model, x[:64], autocast=torch.bfloat16)
-        err = max(
-            float(np.abs(low[k] - reference[k]).max() / np.abs(reference[k]).max())
-            for k in reference
-        )
+        err = _max_rel_error(low, reference)
         for bs in tuned_cfg["batch_sizes"]:
 
             def bf16(bs: int = int(bs)) -> None:
@@ -144,10 +149,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 got = embed_array(m, x[:64], autocast=dtype)  # the one compilation
                 compile_s = time.perf_counter() - t0
-                err = max(
-                    float(np.abs(got[k] - reference[k]).max() / np.abs(reference[k]).max())
-                    for k in reference
-                )
+                err = _max_rel_error(got, reference)
 
                 def compiled(bs: int = int(bs), m=m, dtype=dtype) -> None:
                     for lo in range(0, n, bs):

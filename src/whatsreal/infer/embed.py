@@ -138,10 +138,10 @@ class CompiledEmbed(torch.nn.Module):
     then prepacks them once instead of on every call), for inference only.
 
     It compiles for one batch size: shorter batches are zero-padded and longer ones split, so
-    a store is embedded with one compilation (about 20 s on 2 cores, then 1.2-1.4x faster;
-    benchmarks/embed.py). Rows never interact (batch norms are folded, the model is in eval
-    mode), so the padding does not change any row's latents. The first call compiles; it
-    needs a C++ compiler, as Inductor's CPU backend does.
+    a store is embedded with one compilation (2-20 s on 2 cores, then 1.1-1.2x faster in
+    fp32 and in bf16; benchmarks/embed.py). Rows never interact (batch norms are folded, the
+    model is in eval mode), so the padding does not change any row's latents. The first call
+    compiles; it needs a C++ compiler, as Inductor's CPU backend does.
     """
 
     def __init__(self, model: torch.nn.Module, batch_size: int = 256) -> None:

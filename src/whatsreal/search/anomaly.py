@@ -51,21 +51,22 @@ def knn_scores(
 
 
 def whiten(vectors: np.ndarray, rel_floor: float = 1e-10) -> np.ndarray:
-    """PCA-whitened copy of ``vectors`` (N, D): centred, rotated onto the principal axes and
-    scaled to unit variance on each, so a distance weighs every direction the set spans alike
-    (Mahalanobis). Without it a k-NN score is led by the widest directions (in a physics
-    latent: brightness), and a source odd along a narrow one is not isolated. Axes with
-    variance below ``rel_floor`` times the largest are dropped (they carry only rounding)."""
+    """PCA-whitened copy of ``vectors`` (N, D), by scikit-learn's ``PCA(whiten=True)``:
+    centred, rotated onto the principal axes and scaled to unit variance on each, so a
+    distance weighs every direction the set spans alike (Mahalanobis). Without it a k-NN
+    score is led by the widest directions (in a physics latent: brightness), and a source
+    odd along a narrow one is not isolated. Axes with variance below ``rel_floor`` times the
+    largest are dropped (they carry only rounding)."""
+    from sklearn.decomposition import PCA
+
     x = np.asarray(vectors, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"whitening needs an (N >= 2, D) array; got shape {x.shape}")
-    x = x - x.mean(axis=0)
-    _, sv, vt = np.linalg.svd(x, full_matrices=False)
-    var = sv**2 / (x.shape[0] - 1)
-    keep = var > rel_floor * var.max() if var.max() > 0 else np.zeros(var.size, bool)
-    if not keep.any():
+    if not x.var(axis=0).sum() > 0:
         raise ValueError("whitening: the vectors do not vary (every direction has zero variance)")
-    return (x @ vt[keep].T / np.sqrt(var[keep])).astype(np.float32)
+    var = PCA(svd_solver="full").fit(x).explained_variance_
+    keep = int((var > rel_floor * var.max()).sum())
+    return PCA(keep, whiten=True, svd_solver="full").fit_transform(x).astype(np.float32)
 
 
 def iforest_scores(vectors: np.ndarray, n_estimators: int = 200, seed: int = 0) -> np.ndarray:
