@@ -302,3 +302,26 @@ def test_dual_model_without_projection_heads_contrasts_the_latents_themselves():
     assert isinstance(linear.head_phys, torch.nn.Linear)
     with pytest.raises(ConfigError, match="projection_head must be one of"):
         build_contrastive_model("tiny", 1, 32, projection_head="deep")
+
+
+def test_dual_model_instrument_encoder_can_be_smaller_than_the_star_encoder(tmp_path):
+    """inst_width/inst_depth size only the instrument encoder; the model saves and reloads."""
+    from whatsreal.errors import ConfigError
+
+    torch.manual_seed(0)
+    full = build_contrastive_model("cpu", 1, 32)
+    small = build_contrastive_model("cpu", 1, 32, inst_width=16, inst_depth=1)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(small.encoder_phys) == n(full.encoder_phys)
+    assert n(small.encoder_inst) < n(full.encoder_inst) / 3
+    assert small.encoder_inst.config["width"] == 16 and small.encoder_inst.config["depth"] == 1
+    assert small.encoder_inst.config["ff_dim"] == 32  # the preset's 64 scaled by 16 / 32
+    x = torch.randn(6, 1, 32)
+    out = small.loss(x, torch.tensor([0, 0, 1, 1, 2, 2]), torch.arange(6) % 2)
+    assert torch.isfinite(out["total"])
+    small.eval().save_pretrained(tmp_path / "m")
+    back = load_pretrained(tmp_path / "m").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back.embed(x)[1], small.embed(x)[1])
+    with pytest.raises(ConfigError, match="inst_width"):
+        build_contrastive_model("cpu", 1, 32, inst_width=15)  # heads 2 do not divide it

@@ -70,7 +70,7 @@ def _finite(d, path=""):
 def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
     run, _ = galaxy_run
     args = ["evaluate", "--run", str(run), *FAST, "--probe-steps", "10", "--few-shot", "r_half"]
-    args += ["--morphology", "4", "--morphology-minutes", "0.01"]
+    args += ["--morphology", "4", "--morphology-minutes", "0.01", "--cf-reference-minutes", "0.01"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "morphology (hsc ellipticity regressor" in out
@@ -115,11 +115,17 @@ def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
         sp = q["spectra"]  # seed 000 A.5, per band of the target survey
         assert list(sp["bands"]) == list("griz") and sp["n_galaxies"] == 4
         assert len(sp["bands"]["g"]["psd_real"]) == len(sp["frequency"])
+        ref = q["reference"]  # the information-limited reference, on the same galaxies
+        assert ref["n"] == 4 and ref["mse_mean_over_floor"] > 0
+        assert q["mse_mean_over_reference"] == pytest.approx(
+            q["mse_mean_over_floor"] / ref["mse_mean_over_floor"]
+        )
     bad = [p for p, v in _finite(r) if not math.isfinite(v)]
     assert not bad, bad
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 6  # grids, calibration, spectra, probes
     assert "Spatial structure (seed 000 A.5)" in page
+    assert "Information-limited reference" in page
     few = r["few_shot"]["r_half"]  # 60 probe galaxies x 2 surveys: 10, 30 and 100 labels
     assert set(few) == {"physics", "instrument"}
     assert [c["n_labels"] for c in few["physics"]] == [10, 30, 100]

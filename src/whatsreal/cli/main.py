@@ -284,6 +284,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         few_shot=[p for p in args.few_shot.split(",") if p],
         morphology=args.morphology,
         morphology_settings=MorphologySettings(minutes=args.morphology_minutes),
+        cf_reference_minutes=args.cf_reference_minutes,
     )
     lines = [galaxy_summary(r)]
     run = Path(args.run)
@@ -708,6 +709,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=3.0,
         help="wall-clock minutes of the morphology regressor, per direction (default 3)",
+    )
+    ev.add_argument(
+        "--cf-reference-minutes",
+        type=float,
+        default=0.0,
+        help="train the counterfactuals' information-limited reference (a UNet from the other "
+        "survey's image and the target's true conditions) this long per direction and score "
+        "it on the same galaxies (default 0 skips it)",
     )
     ev.add_argument("--store", help="the run's store, if it moved since training")
     ev.add_argument("--quiet", action="store_true", help="no progress")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,24 +381,43 @@ def train_reference(
     torch.manual_seed(seed)
     model = ReferenceRegressor(flux.shape[1], targets.shape[1], backbone, scale)
     model.y_mu, model.y_sd = y_mu, y_sd
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     rng = np.random.default_rng(seed)
+
+    def loss_of_batch() -> torch.Tensor:
+        idx = rng.integers(0, len(view_rows), batch_size)
+        views, mask = _gather_views(flux, lookup, view_rows[idx])
+        return F.smooth_l1_loss(model(views, mask), y[idx])
+
+    info = fit_for_budget(model, loss_of_batch, minutes, lr, max_steps)
+    info.update(train_examples=len(view_rows), views_per_example=int(view_rows.shape[1]))
+    return model, info
+
+
+def fit_for_budget(
+    model: nn.Module,
+    loss_of_batch: Callable[[], torch.Tensor],
+    minutes: float,
+    lr: float,
+    max_steps: int = 100_000,
+    probe_steps: int = 5,
+) -> dict[str, Any]:
+    """Train ``model`` on ``loss_of_batch()`` (a fresh batch's loss per call) for a wall-clock
+    budget: AdamW, a few timed steps, then a cosine schedule over the steps that fit, so every
+    supervised reference ends its schedule inside its minutes. Leaves the model in eval mode.
+    Returns {"steps", "seconds", "final_loss"}."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     model.train()
 
     def step(lr_now: float) -> float:
         for g in opt.param_groups:
             g["lr"] = lr_now
-        idx = rng.integers(0, len(view_rows), batch_size)
-        views, mask = _gather_views(flux, lookup, view_rows[idx])
-        loss = F.smooth_l1_loss(model(views, mask), y[idx])
+        loss = loss_of_batch()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return loss.item()
 
-    # time a few steps, then size the cosine schedule to the budget
     t0 = time.perf_counter()
-    probe_steps = 5
     for _ in range(probe_steps):
         step(lr)
     per_step = (time.perf_counter() - t0) / probe_steps
@@ -407,14 +426,11 @@ def train_reference(
     for k in range(steps):
         loss = step(lr * 0.5 * (1 + math.cos(math.pi * k / max(steps, 1))))
     model.eval()
-    info = {
+    return {
         "steps": steps + probe_steps,
         "seconds": round(time.perf_counter() - t0, 1),
-        "train_examples": len(view_rows),
-        "views_per_example": int(view_rows.shape[1]),
         "final_loss": loss,
     }
-    return model, info
 
 
 @torch.inference_mode()

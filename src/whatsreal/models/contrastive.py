@@ -200,6 +200,27 @@ class _Decoder(nn.Module):
         return self.net(h).view(h.shape[0], *self.shape)
 
 
+def _instrument_encoder_args(
+    enc: dict[str, Any], inst_width: int | None, inst_depth: int | None
+) -> dict[str, Any]:
+    """The instrument encoder's arguments: the physics encoder's, with its own width and depth
+    when given (the feed-forward width scaled with it). Naming the instrument takes less than
+    the star's physics, so a smaller encoder buys the star encoder steps in a fixed budget."""
+    args = dict(enc)
+    if inst_depth is not None:
+        if inst_depth < 0:
+            raise ConfigError(f"inst_depth must be >= 0; got {inst_depth}")
+        args["depth"] = int(inst_depth)
+    if inst_width is not None:
+        if inst_width < 1 or inst_width % enc["heads"]:
+            raise ConfigError(
+                f"inst_width must be >= 1 and divisible by heads ({enc['heads']}); got {inst_width}"
+            )
+        args["width"] = int(inst_width)
+        args["ff_dim"] = max(1, round(enc["ff_dim"] * inst_width / enc["width"]))
+    return args
+
+
 @register_model
 class ContrastiveDualModel(PretrainedMixin, nn.Module):
     """Physics and instrument encoders, multiplicative decoder and two InfoNCE losses (seed 001).
@@ -207,6 +228,7 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
     ``forward`` returns ``z_phys``, ``z_inst`` (B, latent_dim) and ``recon`` (B, C, T);
     ``loss`` adds the projection heads and returns the weighted objective of eq. 10.
     The decoder reconstructs series of the training ``length`` only; the encoders accept any T.
+    ``inst_width``/``inst_depth`` size the instrument encoder apart from the star encoder.
     """
 
     def __init__(
@@ -235,6 +257,8 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         n_instruments: int = 0,
         agreement_weight: float = 0.0,
         projection_head: str = "mlp",
+        inst_width: int | None = None,
+        inst_depth: int | None = None,
     ) -> None:
         super().__init__()
         if projection_head not in PROJECTION_HEADS:
@@ -276,7 +300,9 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         self.tau = tau
         self.weights = {"recon": recon_weight, "phys": phys_weight, "inst": inst_weight}
         self.encoder_phys = ConformerEncoder(**enc)
-        self.encoder_inst = ConformerEncoder(**enc)
+        self.encoder_inst = ConformerEncoder(
+            **_instrument_encoder_args(enc, inst_width, inst_depth)
+        )
         self.head_phys = PROJECTION_HEADS[projection_head](latent_dim, proj_hidden, proj_dim)
         self.head_inst = PROJECTION_HEADS[projection_head](latent_dim, proj_hidden, proj_dim)
         self.g_phys = _mlp(latent_dim, g_hidden, fusion_dim)

@@ -31,7 +31,9 @@ from whatsreal.evaluate.galaxies import (
     evaluate_latents,
     evaluation_pairs,
     few_shot_latents,
+    paired_rows,
     psf_matched_anchor,
+    split_sources,
 )
 from whatsreal.evaluate.probes import ProbeSettings
 from whatsreal.models.base import load_pretrained
@@ -169,6 +171,7 @@ def evaluate_galaxy_run(
     few_shot_sizes: Sequence[int] = FEW_SHOT_SIZES,
     morphology: int = 0,
     morphology_settings: Any = None,
+    cf_reference_minutes: float = 0.0,
 ) -> dict:
     """Every metric of the galaxy benchmark for one run; with ``write`` also
     ``results.json`` and ``report.html`` (atomically) in ``out_dir``, the run's folder by
@@ -178,9 +181,16 @@ def evaluate_galaxy_run(
     few-shot curves (R² against 10 to 3,000 labels, both latents and the random encoder;
     empty to skip them). ``morphology``: held-out galaxies per direction of seed 000's
     morphology test (:func:`whatsreal.evaluate.morphology.morphology_test`; 0 skips it),
-    with ``morphology_settings`` (MorphologySettings) for its regressor."""
+    with ``morphology_settings`` (MorphologySettings) for its regressor.
+    ``cf_reference_minutes``: train the counterfactuals' information-limited reference
+    (:mod:`whatsreal.evaluate.cf_reference`) this long per direction and score it on the same
+    galaxies (0 skips it)."""
     if morphology < 0:
         raise ConfigError(f"morphology must be >= 0 (0 skips it); got {morphology}")
+    if cf_reference_minutes < 0:
+        raise ConfigError(
+            f"cf_reference_minutes must be >= 0 (0 skips it); got {cf_reference_minutes}"
+        )
     for name, value in (("n_test", n_test), ("n_probe", n_probe), ("nfe", nfe)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1; got {value}")
@@ -234,6 +244,7 @@ def evaluate_galaxy_run(
             "n_samples": n_samples,
             "nfe": nfe,
             "morphology": morphology,
+            "cf_reference_minutes": cf_reference_minutes,
             "splits": asdict(run.splits),
         },
     }
@@ -310,6 +321,26 @@ def evaluate_galaxy_run(
             results["counterfactual"][to] = q
             examples.views[to] = _first(res, grid_sources)
         timings["counterfactual_s"] = time.perf_counter() - t
+    if cf_reference_minutes > 0 and results["counterfactual"]:
+        from whatsreal.evaluate.cf_reference import ReferenceSettings, counterfactual_reference
+
+        t = time.perf_counter()
+        train_src = split_sources(st, run.splits)["train"]
+        for cols, to in (([0, 1], a), ([1, 0], b)):
+            stage(f"information-limited reference: {to} images from the other survey's")
+            q = results["counterfactual"][to]
+            q["reference"] = counterfactual_reference(
+                model,
+                st,
+                paired_rows(st, train_src, to, b if to == a else a),
+                pairs_test[:cf_sources][:, cols],
+                ReferenceSettings(minutes=cf_reference_minutes),
+                _indent(stage),
+            )
+            q["mse_mean_over_reference"] = (
+                q["mse_mean_over_floor"] / q["reference"]["mse_mean_over_floor"]
+            )
+        timings["cf_reference_s"] = time.perf_counter() - t
     if morphology and model.fm_weight > 0:
         from whatsreal.evaluate.morphology import morphology_test
 

@@ -119,6 +119,31 @@ def write_galaxy_report(
                 "mean vs noise-free / floor",
             ],
         )
+        refs = {to: q for to, q in cf.items() if q.get("reference")}
+        if refs:
+            rep.text(
+                "Information-limited reference: a UNet trained with MSE to predict the target "
+                "image from the other survey's image and the target observation's true "
+                "conditions (it knows more than the model, which sees only sky neighbours). "
+                "A model MSE within 10% of the reference's is at the information limit."
+            )
+            rep.table(
+                [
+                    [
+                        f"→ {to}",
+                        q["reference"]["mse_mean_over_floor"],
+                        q["reference"].get("mse_mean_vs_clean_over_floor", ""),
+                        q["mse_mean_over_reference"],
+                    ]
+                    for to, q in refs.items()
+                ],
+                [
+                    "target",
+                    "reference MSE / floor",
+                    "reference vs noise-free / floor",
+                    "model MSE / reference MSE",
+                ],
+            )
         for to, res in (examples.views if examples is not None else {}).items():
             if len(res.source_id) == 0:
                 continue

@@ -1,0 +1,59 @@
+"""The counterfactual's information-limited reference (whatsreal.evaluate.cf_reference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import simulated_galaxy_store
+from whatsreal.errors import ConfigError
+from whatsreal.evaluate import cf_reference as ref
+from whatsreal.evaluate.counterfactual import model_space
+from whatsreal.evaluate.galaxies import evaluation_pairs
+from whatsreal.models.counterfactual import build_counterfactual_model
+from whatsreal.sampling import SplitSpec
+
+SPLITS = SplitSpec(val=0.05, test=0.3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return simulated_galaxy_store(tmp_path_factory, "cfref", n=80, seed=3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_counterfactual_model("tiny", "image", 4, 48).eval()
+
+
+def test_prediction_errors_known_answers(store, model):
+    """The noise-free image scores 0 against itself and ~1 floor against the noisy one; the
+    observed image scores 0 against itself."""
+    rows = np.flatnonzero(store.instrument == store.instrument_code("hsc"))[:30]
+    data = store.read(rows, ("flux", "clean"))
+    clean = ref.prediction_errors(model, store, rows, model_space(model, data["clean"]))
+    assert clean["mse_mean_vs_clean_over_floor"] == pytest.approx(0.0, abs=1e-9)
+    assert clean["mse_mean_over_floor"] == pytest.approx(1.0, abs=0.1)
+    observed = ref.prediction_errors(model, store, rows, model_space(model, data["flux"]))
+    assert observed["mse_mean_over_floor"] == pytest.approx(0.0, abs=1e-9)
+    assert observed["n"] == 30 and observed["noise_floor"] > 0
+
+
+def test_reference_trains_and_scores_and_refuses_bad_input(store, model, one_thread):
+    train, test = evaluation_pairs(store, SPLITS, "hsc", "legacy", n_test=8, n_probe=40)
+    fast = ref.ReferenceSettings(minutes=0.02, width=8, batch_size=4)
+    r = ref.counterfactual_reference(model, store, train, test, fast)
+    assert r["n"] == len(test) and r["regressor"]["steps"] >= 5
+    assert r["regressor"]["train_examples"] == len(train)
+    assert np.isfinite(r["mse_mean_over_floor"]) and r["mse_mean_over_floor"] > 0
+    assert r["conditions"] == list(ref.CONDITION_COLUMNS)
+    cond = ref.observing_conditions(store, test[:, 0])
+    assert cond.shape == (len(test), 7 * 4)  # seven per-band columns, four bands
+    with pytest.raises(ConfigError, match="one survey's rows"):
+        ref.counterfactual_reference(model, store, train, test[:, ::-1], fast)
+    with pytest.raises(ConfigError, match="test_pairs must be"):
+        ref.counterfactual_reference(model, store, train, test[:1], fast)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        ref.ReferenceSettings(width=12)
