@@ -289,6 +289,44 @@ def test_decorrelation_is_the_variance_the_image_light_explains(monkeypatch):
     assert 0 <= blank < 4 * 1 / n
 
 
+def test_quadratic_decorrelation_counts_a_non_linear_code_of_the_light(monkeypatch):
+    """decorrelate_degree 2: a latent that is a quadratic function of each image's light is
+    fully explained (1), where the linear term sees only part of it; chance stays small."""
+    from whatsreal.errors import ConfigError
+    from whatsreal.models import counterfactual as cf
+
+    torch.manual_seed(0)
+    b, v = 60, 4
+    inst = torch.arange(b) % 2
+    light = torch.rand(b * (1 + v), 2) * 10
+    anchor, views = torch.zeros(b, 2, 16, 16), torch.zeros(b, v, 2, 16, 16)
+    anchor[:, :, 8, 8] = light[:b]
+    views[:, :, :, 8, 8] = light[b:].view(b, v, 2)
+    batch = {"anchor": anchor, "instrument": inst, "instrument_views": views,
+             "instrument_mask": torch.ones(b, v, dtype=torch.bool)}  # fmt: skip
+    flux = torch.cat([cf.aperture_flux(anchor), cf.aperture_flux(views.flatten(0, 1))])
+    scores = {}
+    for degree in (1, 2):
+        model = build_counterfactual_model("tiny", "image", 2, 16, hybrid_weight=1.0,
+                                           decorrelate_weight=1.0,
+                                           decorrelate_degree=degree)  # fmt: skip
+        d = model.latent_dim
+        quad = (flux - flux.mean(0)).pow(2) @ torch.randn(2, d)  # symmetric in the light
+
+        def run(latents, model=model):
+            monkeypatch.setattr(model.instrument_encoder, "forward", lambda x: latents[:b])
+            tokens = latents[b:].view(b, v, model.n_tokens, -1)
+            return model._decorrelate(batch, {"instrument": tokens}).item()
+
+        scores[degree] = (run(quad), run(torch.randn(b * (1 + v), d)))
+    assert scores[2][0] == pytest.approx(1.0, abs=1e-4)
+    assert scores[1][0] < 0.7  # the linear term misses most of it
+    n = b * (1 + v) / 2
+    assert scores[2][1] < 4 * 5 / n  # chance: 5 quadratic columns over n images
+    with pytest.raises(ConfigError, match="decorrelate_degree"):
+        build_counterfactual_model("tiny", "image", 2, 16, decorrelate_degree=3)
+
+
 def test_without_projection_heads_the_info_nce_acts_on_the_latents(sky_store, one_thread):
     """projection_head 'none': the instrument InfoNCE term is the grouped InfoNCE of the
     encoder's own latents (anchors, then views), so the latent itself is what it shapes."""

@@ -319,6 +319,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         instrument_positives: str = "views",
         disentangle_weight: float = 0.0,
         decorrelate_weight: float = 0.0,
+        decorrelate_degree: int = 1,
         instrument_memory: int = 0,
         memory_exclusion_deg: float = 0.1,
         instrument_band_drop: float = 0.0,
@@ -380,7 +381,10 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             raise ConfigError(f"decorrelate_weight must be >= 0; got {decorrelate_weight}")
         if decorrelate_weight > 0 and modality != "image":
             raise ConfigError("decorrelate_weight applies to images only (modality 'image')")
+        if decorrelate_degree not in (1, 2):
+            raise ConfigError(f"decorrelate_degree must be 1 or 2; got {decorrelate_degree}")
         self.decorrelate_weight = float(decorrelate_weight)
+        self.decorrelate_degree = int(decorrelate_degree)
         for key, on in (
             ("instrument_highpass", instrument_highpass),
             ("instrument_per_band", instrument_per_band),
@@ -702,7 +706,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         (about ``C / n`` for an unrelated latent). The galaxy's brightness is what a probe
         reads from the instrument latent of its own image; the sky's conditions are not in
         the flux (depth changes the noise, not the light), so this asks for the one and not
-        the other. Label-free: the target is computed from the pixels."""
+        the other. Label-free: the target is computed from the pixels. With
+        ``decorrelate_degree`` 2 the light's products (``f_i f_j``, squares included) are
+        explained too, so a latent that keeps the brightness in a non-linear code counts."""
         x = batch.get("instrument_anchor", batch["anchor"])
         if anchors and "instrument" in anchors:  # computed by the InfoNCE terms already
             zi = anchors["instrument"]
@@ -732,6 +738,10 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             fc = fc[:, fc.std(0) > 1e-6]  # a blanked band (band drop) has no light to explain
             if fc.shape[1] == 0:
                 continue
+            if self.decorrelate_degree == 2:
+                fc = _with_products(fc / fc.std(0))
+                if n <= 2 * fc.shape[1]:
+                    continue
             q = torch.linalg.qr(fc)[0]  # (n, C) orthonormal
             v = z[rows] - z[rows].mean(0)
             v = v / v.pow(2).mean(0).add(1e-6).sqrt()  # unit variance per dimension
@@ -947,6 +957,14 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         cmask = cmask.repeat_interleave(n_samples, dim=0)
         x1, _ = integrate(lambda x, t: self.velocity(x, t, cond, cmask), x0, solver, nfe)
         return self.denormalize(x1).view(b, n_samples, *shape)
+
+
+def _with_products(f: Tensor) -> Tensor:
+    """(n, C) centred features -> (n, C + C(C+1)/2): the features and their centred pairwise
+    products, squares included (a quadratic basis for :meth:`CounterfactualModel._decorrelate`)."""
+    i, j = torch.triu_indices(f.shape[1], f.shape[1])
+    prod = f[:, i] * f[:, j]
+    return torch.cat([f, prod - prod.mean(0)], dim=1)
 
 
 _SINGLE_LATENT_OFF = (
