@@ -640,8 +640,11 @@ def separation_sky(r: dict) -> list[str]:
         "drawn into every stamp: the catalogue's and the field's neighbouring galaxies and "
         "stars, seen by each survey through its own PSF and noise (`morphology: bulge_disk`, "
         f"`neighbours: true`, `{r['config']['store']}`, {r['config']['n_sources']:,} sources). "
-        "The kept encoders and the single-latent baseline, each for the same fixed steps; "
-        "every reference retrained on this store. Set beside the Sersic store's section."
+        "The kept encoders and the single-latent baseline, each pair at the same fixed steps: "
+        "581 (what fit 10 minutes on an earlier, slower machine) and 950 (what fits issue "
+        "10's 20-minute budget on this run's 2 cores; the minutes column is the measured "
+        "wall time). Every reference retrained on this store. Set beside the Sersic "
+        "store's section."
     )
     return [intro, *separation_galaxies(r)[1:]]
 
