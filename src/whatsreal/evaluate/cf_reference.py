@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from whatsreal.errors import ConfigError
-from whatsreal.evaluate.counterfactual import model_space, noise_floor
+from whatsreal.evaluate.counterfactual import model_space, prediction_errors
 from whatsreal.evaluate.separation import fit_for_budget
 from whatsreal.store import ObservationStore
 
@@ -76,7 +76,6 @@ class ConditionedUNet(nn.Module):
         super().__init__()
         from diffusers import UNet2DModel
 
-        self.n_conditions = n_conditions
         self.unet = UNet2DModel(
             sample_size=size,
             in_channels=channels + n_conditions,
@@ -147,26 +146,11 @@ def counterfactual_reference(
         pred = torch.cat(
             [net(x_test[lo : lo + 64], c_test[lo : lo + 64]) for lo in range(0, len(x_test), 64)]
         ).numpy()
-    out = prediction_errors(model, store, test_pairs[:, 0], pred)
-    out.update(regressor=info, conditions=list(CONDITION_COLUMNS))
-    return out
-
-
-def prediction_errors(
-    model: nn.Module, store: ObservationStore, rows: np.ndarray, pred: np.ndarray
-) -> dict[str, Any]:
-    """MSE of predicted images ``pred`` (N, C, H, W, in ``model``'s space) against the real
-    observations ``rows`` (and their noise-free images), over their noise floor."""
     arrays = [a for a in ("flux", "clean", "ivar") if a in store.arrays]
-    tgt = store.read(rows, arrays)
-    floor = float(noise_floor(model, tgt["flux"], tgt.get("clean"), tgt.get("ivar")).mean())
-    err = ((pred - model_space(model, tgt["flux"])) ** 2).mean()
-    out: dict[str, Any] = {
-        "n": len(rows),
-        "noise_floor": floor,
-        "mse_mean_over_floor": float(err) / floor,
+    tgt = store.read(test_pairs[:, 0], arrays)
+    out = {
+        "n": len(test_pairs),
+        **prediction_errors(model, pred, tgt["flux"], tgt.get("clean"), tgt.get("ivar")),
     }
-    if "clean" in tgt:
-        err = ((pred - model_space(model, tgt["clean"])) ** 2).mean()
-        out["mse_mean_vs_clean_over_floor"] = float(err) / floor
+    out.update(regressor=info, conditions=list(CONDITION_COLUMNS))
     return out

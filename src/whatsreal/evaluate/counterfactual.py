@@ -71,22 +71,38 @@ def posterior_metrics(
     x = norm(flux)
     s = norm(samples.reshape(-1, *flux.shape[1:])).reshape(samples.shape)
     mean, std = s.mean(1), s.std(1, ddof=1)
-    floor = float(noise_floor(model, flux, clean, ivar).mean())
     out: dict = {
         "n": int(flux.shape[0]),
         "n_samples": int(samples.shape[1]),
-        "noise_floor": floor,
-        "mse_mean": float(((mean - x) ** 2).mean()),
+        **prediction_errors(model, mean, flux, clean, ivar),
         "mse_samples": float(((s - x[:, None]) ** 2).mean()),
     }
-    out["mse_mean_over_floor"] = out["mse_mean"] / floor
-    out["mse_samples_over_floor"] = out["mse_samples"] / floor
-    if clean is not None:
-        out["mse_mean_vs_clean_over_floor"] = float(((mean - norm(clean)) ** 2).mean()) / floor
+    out["mse_samples_over_floor"] = out["mse_samples"] / out["noise_floor"]
     z = (x - mean) / np.maximum(std, 1e-6)
     out["z_mean"], out["z_std"] = float(z.mean()), float(z.std())
     hist, edges = np.histogram(np.clip(z, -5, 5), bins=40, range=(-5, 5), density=True)
     out["z_hist"], out["z_edges"] = hist.tolist(), edges.tolist()
+    return out
+
+
+def prediction_errors(
+    model: CounterfactualModel,
+    pred: np.ndarray,
+    flux: np.ndarray,
+    clean: np.ndarray | None = None,
+    ivar: np.ndarray | None = None,
+) -> dict:
+    """Errors of one predicted image per target, ``pred`` (N, ...) in the model's space,
+    against the real targets (flux units) and their noise-free images, over the noise floor:
+    ``noise_floor``, ``mse_mean``, ``mse_mean_over_floor`` and, with ``clean``,
+    ``mse_mean_vs_clean_over_floor``. A posterior mean and a supervised regressor's
+    prediction are scored alike."""
+    floor = float(noise_floor(model, flux, clean, ivar).mean())
+    mse = float(((pred - model_space(model, flux)) ** 2).mean())
+    out = {"noise_floor": floor, "mse_mean": mse, "mse_mean_over_floor": mse / floor}
+    if clean is not None:
+        err = float(((pred - model_space(model, clean)) ** 2).mean())
+        out["mse_mean_vs_clean_over_floor"] = err / floor
     return out
 
 

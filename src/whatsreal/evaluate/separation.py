@@ -425,6 +425,11 @@ def fit_for_budget(
     loss = math.nan
     for k in range(steps):
         loss = step(lr * 0.5 * (1 + math.cos(math.pi * k / max(steps, 1))))
+        if not math.isfinite(loss):  # a diverged reference must not score as a result
+            raise RuntimeError(
+                f"{type(model).__name__} diverged at step {k + probe_steps} (loss {loss}); "
+                "lower the learning rate"
+            )
     model.eval()
     return {
         "steps": steps + probe_steps,
