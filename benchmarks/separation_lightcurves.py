@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from whatsreal.config import load_config
@@ -83,6 +83,7 @@ def main() -> None:
         results["runs"][name] = {
             "kind": kind,
             "overrides": tcfg.model_overrides,
+            "batch": [tcfg.sources_per_batch, tcfg.views_per_source],
             "steps": trained_steps(out),
             "max_minutes": tcfg.max_minutes,
             "max_steps": tcfg.max_steps,
@@ -101,7 +102,11 @@ def main() -> None:
     for v in [] if args.singles_only or args.goals_only else chosen:
         over = dict(cfg["variants"][v] or {})
         steps = over.pop("steps", None)  # a fixed step count instead of the minutes
-        tcfg = replace(base, model_overrides=over)
+        train = dict(over.pop("train", None) or {})  # ContrastiveTrainConfig keys (the batch)
+        bad = sorted(set(train) - {f.name for f in fields(ContrastiveTrainConfig)})
+        if bad:
+            raise SystemExit(f"variant {v!r}: train keys {bad} are not ContrastiveTrainConfig's")
+        tcfg = replace(base, model_overrides=over, **train)
         if steps:
             tcfg = replace(tcfg, max_steps=int(steps), max_minutes=None)
         run(v, tcfg, "dual" if not steps else f"dual, {int(steps)} steps")

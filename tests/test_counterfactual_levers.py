@@ -248,20 +248,68 @@ def test_instrument_memory_fills_and_skips_the_anchors_own_sky_patch(sky_store, 
     over = dict(hybrid_weight=1.0, instrument_negatives="same_instrument", instrument_memory=12)
     model = build_counterfactual_model("tiny", "image", 2, 16, **over).train()
     model.loss(batch)
-    assert model._memory["z"].shape[0] == 8  # this batch's anchors
+    mem = model._memory["instrument"]
+    assert mem["z"].shape[0] == 8 and "physics" not in model._memory  # this batch's anchors
     model.loss(batch)
-    assert model._memory["z"].shape[0] == 12  # capped at instrument_memory
+    mem = model._memory["instrument"]
+    assert mem["z"].shape[0] == 12  # capped at instrument_memory
     # the same anchors again: every memory entry at an anchor's own position is excluded
     owner = torch.arange(8)
     groups = torch.cat([batch["instrument"], batch["instrument"]])
-    _, allowed = model._memory_negatives(batch, owner, groups)
+    _, allowed = model._memory_negatives("instrument", batch, owner, groups)
     xyz = torch.cat([batch["anchor_xyz"], batch["anchor_xyz"]])
-    same_place = xyz @ model._memory["xyz"].T > 0.999999
+    same_place = xyz @ mem["xyz"].T > 0.999999
     assert same_place.any() and not (allowed & same_place).any()
-    other_inst = groups[:, None] != model._memory["group"][None, :]
+    other_inst = groups[:, None] != mem["group"][None, :]
     assert not (allowed & other_inst).any()
     with pytest.raises(ConfigError, match="instrument_memory"):
         build_counterfactual_model("tiny", "image", 2, 16, instrument_memory=-1)
+
+
+def test_physics_memory_keeps_earlier_anchors_as_negatives_but_never_their_own_source(
+    sky_store, one_thread
+):
+    views = ViewDataset(sky_store, "train", n_instrument=3)
+    batch = collate_views(views.__getitems__(list(range(8))))
+    torch.manual_seed(0)
+    over = dict(
+        hybrid_weight=1.0, fm_weight=0.0, physics_negatives="same_instrument", physics_memory=12
+    )
+    model = build_counterfactual_model("tiny", "image", 2, 16, **over).train()
+    first = model.loss(batch)["phys"]
+    mem = model._memory["physics"]
+    assert mem["z"].shape[0] == 8 and "instrument" not in model._memory
+    torch.testing.assert_close(mem["z"].norm(dim=1), torch.ones(8))
+    second = model.loss(batch)["phys"]
+    assert model._memory["physics"]["z"].shape[0] == 12  # capped at physics_memory
+    mem = model._memory["physics"]
+    mask = batch["physics_mask"].bool()
+    owner = torch.arange(8)[:, None].expand_as(mask)[mask]
+    rows = torch.cat([batch["source"], batch["source"][owner]])
+    groups = torch.cat([batch["instrument"], batch["physics_instrument"][mask]])
+    _, allowed = model._memory_negatives("physics", batch, owner, groups)
+    own = rows[:, None] == mem["source"][None, :]
+    assert own.any() and not (allowed & own).any()  # a source is never its own negative
+    other_inst = groups[:, None] != mem["group"][None, :]
+    assert not (allowed & other_inst).any()
+    # the same batch again, now with negatives remembered from the first pass: the same
+    # weights, so the loss can only rise (more terms in each anchor's denominator)
+    assert second >= first - 1e-6
+    # the single latent may use it (its one encoder is the physics one)
+    single = build_counterfactual_model(
+        "tiny",
+        "image",
+        2,
+        16,
+        single_latent=True,
+        hybrid_weight=1.0,
+        fm_weight=0.0,
+        physics_memory=4,
+    ).train()
+    single.loss(batch)
+    assert single._memory["physics"]["z"].shape[0] == 4
+    with pytest.raises(ConfigError, match="physics_memory"):
+        build_counterfactual_model("tiny", "image", 2, 16, physics_memory=-1)
 
 
 def test_band_drop_blanks_the_same_bands_in_every_instrument_input(sky_store, one_thread):

@@ -322,6 +322,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         decorrelate_degree: int = 1,
         instrument_memory: int = 0,
         memory_exclusion_deg: float = 0.1,
+        physics_memory: int = 0,
         instrument_band_drop: float = 0.0,
         stats_weight: float = 0.0,
         single_latent: bool = False,
@@ -357,14 +358,14 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                 f"projection_head must be one of {sorted(PROJECTION_HEADS)}; got "
                 f"{projection_head!r}"
             )
-        if instrument_memory < 0 or not memory_exclusion_deg >= 0:
+        if instrument_memory < 0 or physics_memory < 0 or not memory_exclusion_deg >= 0:
             raise ConfigError(
-                f"instrument_memory must be >= 0 and memory_exclusion_deg >= 0; got "
-                f"{instrument_memory} and {memory_exclusion_deg}"
+                f"instrument_memory, physics_memory and memory_exclusion_deg must be >= 0; got "
+                f"{instrument_memory}, {physics_memory} and {memory_exclusion_deg}"
             )
         if not 0.0 <= instrument_band_drop < 1.0:
             raise ConfigError(f"instrument_band_drop must be in [0, 1); got {instrument_band_drop}")
-        self.instrument_memory = int(instrument_memory)
+        self.memory_size = {"instrument": int(instrument_memory), "physics": int(physics_memory)}
         self.memory_exclusion_deg = float(memory_exclusion_deg)
         self.instrument_band_drop = float(instrument_band_drop)
         if stats_weight < 0:
@@ -372,8 +373,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         if stats_weight > 0 and modality != "image":
             raise ConfigError("stats_weight applies to images only (modality 'image')")
         self.stats_weight = float(stats_weight)
-        # cross-batch memory of anchors' instrument embeddings (not saved: it is training state)
-        self._memory: dict[str, Tensor] = {}
+        # cross-batch memory of anchors' embeddings, by encoder (not saved: training state)
+        self._memory: dict[str, dict[str, Tensor]] = {}
         if disentangle_weight < 0:
             raise ConfigError(f"disentangle_weight must be >= 0; got {disentangle_weight}")
         self.disentangle_weight = float(disentangle_weight)
@@ -858,56 +859,62 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
                 continue
             z = head(torch.cat([za, zv]).float())
             memory = allowed = None
-            if key == "instrument" and self.instrument_memory > 0:
-                memory, allowed = self._memory_negatives(batch, owner, groups)
+            if self.memory_size[key] > 0:
+                memory, allowed = self._memory_negatives(key, batch, owner, groups)
             terms.append(
                 multi_positive_info_nce(
                     z, torch.cat([items, owner]), self.tau, groups, memory, allowed
                 )
             )
-            if key == "instrument" and self.instrument_memory > 0 and self.training:
-                self._remember(batch, z[:b], groups)
+            if self.memory_size[key] > 0 and self.training:
+                self._remember(key, batch, z[:b], groups)
         return terms[0], terms[1], agree, anchors
 
     def _memory_negatives(
-        self, batch: dict[str, Tensor], owner: Tensor, groups: Tensor | None
+        self, key: str, batch: dict[str, Tensor], owner: Tensor, groups: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None]:
-        """Earlier anchors' instrument embeddings as extra negatives for this batch's anchors
-        and views: only those of the same instrument when negatives are ``same_instrument``,
-        and never one within ``memory_exclusion_deg`` of the item's anchor on the sky (it
-        shares the conditions, so it is no negative)."""
-        if "z" not in self._memory:
+        """Earlier anchors' embeddings (``key``: ``"physics"`` or ``"instrument"``) as extra
+        negatives for this batch's anchors and views: only those of the same instrument when
+        negatives are ``same_instrument``. An instrument entry within ``memory_exclusion_deg``
+        of the item's anchor on the sky shares its conditions, so it is no negative; a physics
+        entry of the item's own source is its positive, so it is left out too."""
+        mem = self._memory.get(key)
+        if mem is None:
             return None, None
-        if "anchor_xyz" not in batch:
+        need = "anchor_xyz" if key == "instrument" else "source"
+        if need not in batch:
             raise KeyError(
-                "instrument_memory > 0 needs the batch key 'anchor_xyz' (unit sky vectors; "
-                "ViewDataset provides it)"
+                f"{key}_memory > 0 needs the batch key {need!r} (ViewDataset provides it)"
             )
-        mem = self._memory
-        xyz = batch["anchor_xyz"].to(mem["xyz"].device, torch.float32)
-        xyz = torch.cat([xyz, xyz[owner]])
-        far = xyz @ mem["xyz"].T < math.cos(math.radians(self.memory_exclusion_deg))
+        if key == "instrument":
+            xyz = batch["anchor_xyz"].to(mem["xyz"].device, torch.float32)
+            xyz = torch.cat([xyz, xyz[owner]])
+            allowed = xyz @ mem["xyz"].T < math.cos(math.radians(self.memory_exclusion_deg))
+        else:
+            src = batch["source"].to(mem["source"].device).long()
+            src = torch.cat([src, src[owner.to(src.device)]])
+            allowed = src[:, None] != mem["source"][None, :]
         if groups is not None:
-            far &= groups.to(far.device)[:, None] == mem["group"][None, :]
-        return mem["z"], far
+            allowed &= groups.to(allowed.device)[:, None] == mem["group"][None, :]
+        return mem["z"], allowed
 
     @torch.no_grad()
-    def _remember(self, batch: dict[str, Tensor], z: Tensor, groups: Tensor | None) -> None:
-        """Push this batch's anchor embeddings into the ring buffer of ``instrument_memory``."""
+    def _remember(
+        self, key: str, batch: dict[str, Tensor], z: Tensor, groups: Tensor | None
+    ) -> None:
+        """Push this batch's anchor embeddings into ``key``'s ring buffer (``*_memory`` long)."""
         b = z.shape[0]
         inst = batch["instrument"].to(z.device).long() if groups is None else groups[:b]
-        new = {
-            "z": F.normalize(z.detach().float(), dim=1),
-            "group": inst.to(z.device),
-            "xyz": batch["anchor_xyz"].to(z.device, torch.float32),
-        }
-        if "z" not in self._memory:
-            self._memory = new
+        new = {"z": F.normalize(z.detach().float(), dim=1), "group": inst.to(z.device)}
+        if key == "instrument":
+            new["xyz"] = batch["anchor_xyz"].to(z.device, torch.float32)
         else:
-            self._memory = {
-                k: torch.cat([new[k], self._memory[k].to(z.device)])[: self.instrument_memory]
-                for k in new
-            }
+            new["source"] = batch["source"].to(z.device).long()
+        old = self._memory.get(key)
+        if old is not None:
+            new = {k: torch.cat([new[k], old[k].to(z.device)]) for k in new}
+        size = self.memory_size[key]  # newest first; a batch larger than the ring is cut too
+        self._memory[key] = {k: v[:size] for k, v in new.items()}
 
     # -- sampling --------------------------------------------------------------------------
     @torch.inference_mode()
