@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from whatsreal.train.contrastive import ContrastiveTrainConfig
 from whatsreal.utils import atomic_write_text
 
 HERE = Path(__file__).parent
@@ -805,9 +806,13 @@ def separation_lightcurves(r: dict) -> list[str]:
             f"{curve[n]['r2_mean']:.3f} ± {curve[n]['r2_std']:.3f}" if n in curve else ""
             for n in sizes
         )
+        batch = run.get("batch")  # [stars, views] per batch, where a run set it
+        tc = ContrastiveTrainConfig
+        default = [tc.sources_per_batch, tc.views_per_source]
+        shape = f"; {batch[0]} stars × {batch[1]} views" if batch and batch != default else ""
         lines.append(
-            f"| {name} ({run['kind']}) | `{json.dumps(run['overrides'])}` | {run['steps']} | "
-            f"{cells} | {acc[key]:.3f}{inst} |"
+            f"| {name} ({run['kind']}) | `{json.dumps(run['overrides'])}`{shape} | "
+            f"{run['steps']} | {cells} | {acc[key]:.3f}{inst} |"
         )
     judged = {r.get("goals_for"): r.get("goals", {}), **r.get("goals_also", {})}
     for variant, goals in judged.items():
