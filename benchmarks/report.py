@@ -786,8 +786,10 @@ def separation_lightcurves(r: dict) -> list[str]:
     lines = [
         f"Seed 001's data set (40,000 light curves, 2,000 stars, 17 instruments), `cpu` "
         f"Conformer preset, {r['config']['minutes']} min per dual variant (each one change "
-        "against `baseline`); the single-latent baseline trained once for the same wall-clock "
-        f"and once for exactly the steps of `{r['config']['single_beside']}`. Probe R²(θ0) on "
+        "against `baseline` or the run it names; *steps* says where a variant ran for a fixed "
+        "count instead), the single-latent baseline on the batches of "
+        f"`{r['config']['single_beside']}`, trained once for its measured wall-clock and once "
+        "for exactly its steps. Probe R²(θ0) on "
         "held-out stars, mean ± std over "
         f"{r['config']['evaluation']['seeds']} draws of the labelled set; instrument-id "
         "accuracy (chance 0.059).",
@@ -810,9 +812,10 @@ def separation_lightcurves(r: dict) -> list[str]:
         tc = ContrastiveTrainConfig
         default = [tc.sources_per_batch, tc.views_per_source]
         shape = f"; {batch[0]} stars × {batch[1]} views" if batch and batch != default else ""
+        took = f" ({run['train_seconds'] / 60:.1f} min)" if "train_seconds" in run else ""
         lines.append(
             f"| {name} ({run['kind']}) | `{json.dumps(run['overrides'])}`{shape} | "
-            f"{run['steps']} | {cells} | {acc[key]:.3f}{inst} |"
+            f"{run['steps']}{took} | {cells} | {acc[key]:.3f}{inst} |"
         )
     judged = {r.get("goals_for"): r.get("goals", {}), **r.get("goals_also", {})}
     for variant, goals in judged.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -73,7 +74,9 @@ def main() -> None:
     def run(name: str, tcfg: ContrastiveTrainConfig, kind: str) -> None:
         out = Path(cfg["out"]) / name
         print(f"[{name}] training ({kind})", flush=True)
+        t0 = time.perf_counter()
         model = fit_contrastive(store, out, tcfg)
+        seconds = time.perf_counter() - t0
         z = embed_rows(model, store, batch_size=256)
         feats = {"latent": z["latent"]} if "latent" in z else {"star": z["physics"]}
         if "instrument" in z:
@@ -87,6 +90,7 @@ def main() -> None:
             "steps": trained_steps(out),
             "max_minutes": tcfg.max_minutes,
             "max_steps": tcfg.max_steps,
+            "train_seconds": round(seconds, 1),
             **ev,
             "r2_at_100": _at(ev["few_shot"][main_key], 100),
             "r2_at_1000": _at(ev["few_shot"][main_key], 1000),
@@ -99,7 +103,7 @@ def main() -> None:
             flush=True,
         )
 
-    for v in [] if args.singles_only or args.goals_only else chosen:
+    def variant_config(v: str) -> tuple[ContrastiveTrainConfig, int | None]:
         over = dict(cfg["variants"][v] or {})
         steps = over.pop("steps", None)  # a fixed step count instead of the minutes
         train = dict(over.pop("train", None) or {})  # ContrastiveTrainConfig keys (the batch)
@@ -109,18 +113,39 @@ def main() -> None:
         tcfg = replace(base, model_overrides=over, **train)
         if steps:
             tcfg = replace(tcfg, max_steps=int(steps), max_minutes=None)
+        return tcfg, steps
+
+    for v in [] if args.singles_only or args.goals_only else chosen:
+        tcfg, steps = variant_config(v)
         run(v, tcfg, "dual" if not steps else f"dual, {int(steps)} steps")
     if not (args.skip_single or args.goals_only):
         beside = cfg["single_beside"]
         if beside not in results["runs"]:
             raise SystemExit(f"single_beside: {beside!r} has not been run; run it first")
-        steps = results["runs"][beside]["steps"]
-        single = replace(base, single_latent=True)
-        run("single_equal_time", single, "single, equal wall-clock")
+        done = results["runs"][beside]
+        # the singles see the same batches (stars x views) as the run they are set beside,
+        # for its steps and for its measured training seconds (the config's minutes if the
+        # run predates that record)
+        dual_cfg, _ = variant_config(beside)
+        single = replace(
+            dual_cfg, single_latent=True, model_overrides={}, max_steps=None, max_epochs=10_000
+        )
+        minutes = done.get("train_seconds", minutes * 60) / 60
+        batch = [single.sources_per_batch, single.views_per_source]
+        for key in ("single_equal_time", "single_equal_steps"):
+            old = results["runs"].get(key)
+            if old and old.get("batch", [base.sources_per_batch, base.views_per_source]) != batch:
+                b = old.get("batch", [base.sources_per_batch, base.views_per_source])
+                results["runs"][f"{key}_{b[0]}x{b[1]}"] = old  # kept beside the new one
+        run(
+            "single_equal_time",
+            replace(single, max_minutes=minutes),
+            f"single, equal wall-clock ({minutes:.1f} min) as {beside}",
+        )
         run(
             "single_equal_steps",
-            replace(single, max_steps=steps, max_minutes=None, max_epochs=10_000),
-            f"single, {steps} steps as {beside}",
+            replace(single, max_steps=done["steps"], max_minutes=None),
+            f"single, {done['steps']} steps as {beside}",
         )
     judged = cfg.get("goals_for", cfg["single_beside"])
     if judged in results["runs"]:
