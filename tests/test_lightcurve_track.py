@@ -63,6 +63,19 @@ def test_demo_preset_trains_fixed_steps_so_the_load_cannot_change_its_figures():
     assert track_config("demo", train={"max_minutes": 1.0}).train.max_steps == 240
 
 
+def test_demo_and_paper_presets_train_both_models_on_the_kept_batches():
+    """Issue 10's kept lever: 32 stars x 8 views per batch, for the dual model and for the
+    single-latent baseline alike (one train config serves both), in the demo and the paper
+    presets; an explicit train key still wins over it."""
+    from whatsreal.pipelines.lightcurves import KEPT_BATCH, track_config
+
+    for preset in ("demo", "paper"):
+        t = track_config(preset).train
+        assert (t.sources_per_batch, t.views_per_source) == (32, 8), preset
+    assert KEPT_BATCH == {"sources_per_batch": 32, "views_per_source": 8}
+    assert track_config("demo", train={"views_per_source": 4}).train.views_per_source == 4
+
+
 def test_demo_tiny_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--track", "lightcurves", "--preset", "tiny", "--out", str(out)]) == 0
