@@ -792,7 +792,10 @@ def separation_lightcurves(r: dict) -> list[str]:
         "for exactly its steps. Probe R²(θ0) on "
         "held-out stars, mean ± std over "
         f"{r['config']['evaluation']['seeds']} draws of the labelled set; instrument-id "
-        "accuracy (chance 0.059).",
+        "accuracy (chance 0.059). The command above is the latest; any dual row reruns alone "
+        "with `python benchmarks/separation_lightcurves.py --variants NAME --skip-single` "
+        "(training is deterministic for a seed), and the two singles with `--variants "
+        f"{r['config']['single_beside']}`.",
         "",
         "| run | overrides | steps | "
         + " | ".join(f"n={n}" for n in sizes)
