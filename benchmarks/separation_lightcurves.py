@@ -130,17 +130,17 @@ def main() -> None:
         single = replace(
             dual_cfg, single_latent=True, model_overrides={}, max_steps=None, max_epochs=10_000
         )
-        minutes = done.get("train_seconds", minutes * 60) / 60
+        wall = done.get("train_seconds", minutes * 60) / 60
         batch = [single.sources_per_batch, single.views_per_source]
         for key in ("single_equal_time", "single_equal_steps"):
             old = results["runs"].get(key)
-            if old and old.get("batch", [base.sources_per_batch, base.views_per_source]) != batch:
-                b = old.get("batch", [base.sources_per_batch, base.views_per_source])
-                results["runs"][f"{key}_{b[0]}x{b[1]}"] = old  # kept beside the new one
+            b = (old or {}).get("batch", [base.sources_per_batch, base.views_per_source])
+            if old and b != batch:  # a single of other batches is kept beside the new one
+                results["runs"][f"{key}_{b[0]}x{b[1]}"] = old
         run(
             "single_equal_time",
-            replace(single, max_minutes=minutes),
-            f"single, equal wall-clock ({minutes:.1f} min) as {beside}",
+            replace(single, max_minutes=wall),
+            f"single, equal wall-clock ({wall:.1f} min) as {beside}",
         )
         run(
             "single_equal_steps",
