@@ -74,9 +74,10 @@ class LightCurveTrackConfig:
 
 
 # Issue 10's kept batch composition for both models: 32 stars x 8 views (256 curves, as
-# 64 x 4). Over training seeds at equal steps the star latent's instrument id is lower
-# (mean 0.160 over 3 seeds against 0.239 over 2) at the same R²(θ0) (0.607 / 0.594 at 100
-# labels); the single latent does not gain from it (docs/separation.md).
+# 64 x 4). Over three training seeds each, at equal steps, the star latent's instrument id
+# is a little lower (mean 0.160 against 0.207) and R²(θ0) at 100 labels a little higher
+# (0.607 against 0.573), both within the seeds' spread; the single latent does not gain
+# from it (docs/separation.md).
 KEPT_BATCH: dict[str, int] = {"sources_per_batch": 32, "views_per_source": 8}
 
 # Named demo presets. "demo" fits the demo's budget on 2 cores: a fixed 240 steps (what
