@@ -120,8 +120,11 @@ def main() -> None:
         run(v, tcfg, "dual" if not steps else f"dual, {int(steps)} steps")
     if not (args.skip_single or args.goals_only):
         beside = cfg["single_beside"]
-        if beside not in results["runs"]:
-            raise SystemExit(f"single_beside: {beside!r} has not been run; run it first")
+        if beside not in results["runs"] or beside not in cfg["variants"]:
+            raise SystemExit(
+                f"single_beside: {beside!r} must be a variant of {args.config} that has been "
+                "run; run it first (--variants NAME) or name another"
+            )
         done = results["runs"][beside]
         # the singles see the same batches (stars x views) as the run they are set beside,
         # for its steps and for its measured training seconds (the config's minutes if the
