@@ -14,6 +14,7 @@ import torch
 
 import whatsreal
 from whatsreal.cli.main import main
+from whatsreal.errors import ConfigError
 from whatsreal.models.counterfactual import CounterfactualModel, build_counterfactual_model
 from whatsreal.models.flow import SOLVERS, integrate, sample_t
 from whatsreal.pairing import build_pairing
@@ -150,6 +151,33 @@ def test_sampling_is_deterministic_under_a_seed(one_thread):
     a3 = model.counterfactual(b["physics"], b["instrument_views"], n_samples=3, nfe=4, seed=8)
     torch.testing.assert_close(a1, a2, rtol=0, atol=0)
     assert (a1 - a3).abs().max() > 1e-3
+
+
+def test_one_step_posterior_mean_is_exact_for_the_optimal_velocity(one_thread):
+    # A Gaussian posterior N(mu, s^2) per pixel in model space and its exact velocity field
+    # for x_t = (1 - t) x0 + t x1: v = mu + (t s^2 - (1 - t)) (x_t - t mu) / var(x_t).
+    model = _model("image")
+    b = _batch("image", b=4)
+    mu = 0.3 * torch.randn(4, *SHAPES["image"], generator=torch.Generator().manual_seed(1))
+    s2 = 0.5**2
+
+    def exact(x, t, cond, cmask):
+        n = x.shape[0] // mu.shape[0]
+        m = mu.repeat_interleave(n, dim=0)
+        tt = t.view(-1, 1, 1, 1).to(x.dtype)
+        a, c = 1 - tt, tt
+        return m + (c * s2 - a) * (x - c * m) / (a**2 + c**2 * s2)
+
+    model.velocity = exact
+    args = (b["physics"], b["instrument_views"])
+    one = model.normalize(model.posterior_mean(*args, n_draws=3, seed=2))
+    torch.testing.assert_close(one, mu, rtol=0, atol=1e-5)  # no sampling noise at all
+    x = model.normalize(model.counterfactual(*args, n_samples=8, nfe=40, seed=2))
+    assert x.std(1).mean() == pytest.approx(0.5, rel=0.1)  # the samples have the posterior
+    err = (x.mean(1) - mu).pow(2).mean().sqrt()  # ... and their mean its noise: s / sqrt(8)
+    assert err == pytest.approx(0.5 / math.sqrt(8), rel=0.25)
+    with pytest.raises(ConfigError, match="n_draws"):
+        model.posterior_mean(*args, n_draws=0)
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

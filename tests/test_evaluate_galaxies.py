@@ -112,6 +112,9 @@ def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
         assert q["n"] == 4 and q["n_samples"] == 3
         assert q["mse_mean_over_floor"] > 0 and q["noise_floor"] > 0 and q["z_std"] > 0
         assert q["mse_samples_over_floor"] >= q["mse_mean_over_floor"] * 0.5
+        one = q["one_step"]  # the one-call posterior mean, on the same galaxies and floor
+        assert one["noise_floor"] == pytest.approx(q["noise_floor"])
+        assert one["mse_mean_over_floor"] > 0 and "mse_mean_vs_clean_over_floor" in one
         sp = q["spectra"]  # seed 000 A.5, per band of the target survey
         assert list(sp["bands"]) == list("griz") and sp["n_galaxies"] == 4
         assert len(sp["bands"]["g"]["psd_real"]) == len(sp["frequency"])

@@ -12,10 +12,14 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from whatsreal.errors import ConfigError
-from whatsreal.evaluate.counterfactual import model_space, posterior_metrics
+from whatsreal.evaluate.counterfactual import model_space, posterior_metrics, prediction_errors
 from whatsreal.evaluate.probes import ProbeSettings, few_shot_curve, fit_probes, r2_score
 from whatsreal.evaluate.spectra import spectral_comparison
-from whatsreal.infer.counterfactual import CounterfactualResult, counterfactual_views
+from whatsreal.infer.counterfactual import (
+    CounterfactualResult,
+    counterfactual_views,
+    one_step_means,
+)
 from whatsreal.infer.embed import embed_rows
 from whatsreal.models.counterfactual import CounterfactualModel
 from whatsreal.sampling import SplitSpec, assign_split
@@ -218,6 +222,11 @@ def counterfactual_with_views(
     metrics = posterior_metrics(
         model, res.samples[have], tgt["flux"], tgt.get("clean"), tgt.get("ivar")
     )
+    if have.any():  # the same posterior's mean in one call per draw, free of sampling noise
+        one = one_step_means(model, store, res, n_draws=n_samples, seed=seed)[have]
+        metrics["one_step"] = prediction_errors(
+            model, model_space(model, one), tgt["flux"], tgt.get("clean"), tgt.get("ivar")
+        )
     if have.any():  # seed 000 A.5: the samples' spatial structure against the real images,
         # in the model's stretched space (in flux, a few bright pixels would weigh all)
         s = res.samples[have]

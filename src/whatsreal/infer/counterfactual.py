@@ -28,6 +28,7 @@ __all__ = [
     "CounterfactualResult",
     "check_fits_folder",
     "counterfactual_views",
+    "one_step_means",
     "write_fits",
     "write_hdf5",
 ]
@@ -190,6 +191,27 @@ def counterfactual_views(
             "units": "flux units of the store (nanomaggies for the galaxy simulator)",
         },
     )
+
+
+def one_step_means(
+    model: CounterfactualModel,
+    store: ObservationStore,
+    result: CounterfactualResult,
+    n_draws: int = 8,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """(N, *shape) posterior means in flux units from the views ``result`` was sampled from,
+    one network call per noise draw (:meth:`CounterfactualModel.posterior_mean`): the mean
+    without the sampling noise of ``result.mean``, which averages only its few samples."""
+    out = np.zeros((result.source_id.size, *store.shape), dtype=np.float32)
+    for b, lo in enumerate(range(0, result.source_id.size, batch_size)):
+        sl = slice(lo, lo + batch_size)
+        pv, pm = _gather(store, result.physics_rows[sl])
+        iv, im = _gather(store, result.instrument_rows[sl])
+        m = model.posterior_mean(pv, iv, pm, im, n_draws=n_draws, seed=seed * 100_003 + b)
+        out[sl] = m.float().cpu().numpy()
+    return out
 
 
 def _gather(store: ObservationStore, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -916,6 +916,35 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         size = self.memory_size[key]  # newest first; a batch larger than the ring is cut too
         self._memory[key] = {k: v[:size] for k, v in new.items()}
 
+    def _sampling_condition(
+        self,
+        physics_views: Tensor,
+        instrument_views: Tensor | None,
+        physics_mask: Tensor | None,
+        instrument_mask: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        """The decoder's conditioning sequence and mask for (B, V, *shape) views in flux
+        units on any device, with absent instrument views and masks filled in (all real)."""
+        if self.single_latent:
+            raise ConfigError(
+                "this is a single_latent model (an encoder and its InfoNCE, no decoder): it "
+                "makes no counterfactuals; use a model trained with the flow-matching decoder"
+            )
+        dev = next(self.parameters()).device
+        physics_views = physics_views.to(dev, torch.float32)
+        b, shape = physics_views.shape[0], tuple(physics_views.shape[2:])
+        if instrument_views is None:
+            instrument_views = physics_views.new_zeros(b, 0, *shape)
+        instrument_views = instrument_views.to(dev, torch.float32)
+        if physics_mask is None:
+            physics_mask = torch.ones(physics_views.shape[:2], dtype=torch.bool)
+        if instrument_mask is None:
+            instrument_mask = torch.ones(instrument_views.shape[:2], dtype=torch.bool)
+        cond, cmask, _ = self.condition(
+            physics_views, physics_mask.to(dev), instrument_views, instrument_mask.to(dev)
+        )
+        return cond, cmask
+
     # -- sampling --------------------------------------------------------------------------
     @torch.inference_mode()
     def counterfactual(
@@ -937,25 +966,10 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         Noise comes from a CPU generator seeded with ``seed`` (same samples on any device),
         or pass ``noise`` (B, n_samples, *shape) to share it between calls.
         """
-        if self.single_latent:
-            raise ConfigError(
-                "this is a single_latent model (an encoder and its InfoNCE, no decoder): it "
-                "makes no counterfactuals; use a model trained with the flow-matching decoder"
-            )
-        dev = next(self.parameters()).device
-        physics_views = physics_views.to(dev, torch.float32)
-        b = physics_views.shape[0]
-        shape = tuple(physics_views.shape[2:])
-        if instrument_views is None:
-            instrument_views = physics_views.new_zeros(b, 0, *shape)
-        instrument_views = instrument_views.to(dev, torch.float32)
-        if physics_mask is None:
-            physics_mask = torch.ones(physics_views.shape[:2], dtype=torch.bool)
-        if instrument_mask is None:
-            instrument_mask = torch.ones(instrument_views.shape[:2], dtype=torch.bool)
-        cond, cmask, _ = self.condition(
-            physics_views, physics_mask.to(dev), instrument_views, instrument_mask.to(dev)
+        cond, cmask = self._sampling_condition(
+            physics_views, instrument_views, physics_mask, instrument_mask
         )
+        dev, b, shape = cond.device, physics_views.shape[0], tuple(physics_views.shape[2:])
         if noise is None:
             gen = torch.Generator().manual_seed(int(seed))
             noise = torch.randn((b, n_samples, *shape), generator=gen)
@@ -964,6 +978,39 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         cmask = cmask.repeat_interleave(n_samples, dim=0)
         x1, _ = integrate(lambda x, t: self.velocity(x, t, cond, cmask), x0, solver, nfe)
         return self.denormalize(x1).view(b, n_samples, *shape)
+
+    @torch.inference_mode()
+    def posterior_mean(
+        self,
+        physics_views: Tensor,
+        instrument_views: Tensor | None = None,
+        physics_mask: Tensor | None = None,
+        instrument_mask: Tensor | None = None,
+        n_draws: int = 8,
+        seed: int = 0,
+    ) -> Tensor:
+        """The posterior mean (B, *shape), in flux units, in one network call per noise draw.
+
+        With x_t = (1 - t) x0 + t x1 and x0 independent of the target x1, the exact velocity
+        at t = 0 is E[x1 | condition] - x0, so x0 + v(x0, 0) is the posterior mean itself,
+        with none of the sampling noise of a mean over a few integrated samples. A trained
+        network is only near that optimum, so the estimate is averaged over ``n_draws``
+        noise draws (in the model's space, where it is trained). Arguments as in
+        :meth:`counterfactual`.
+        """
+        if n_draws < 1:
+            raise ConfigError(f"n_draws must be >= 1; got {n_draws}")
+        cond, cmask = self._sampling_condition(
+            physics_views, instrument_views, physics_mask, instrument_mask
+        )
+        dev, b, shape = cond.device, physics_views.shape[0], tuple(physics_views.shape[2:])
+        gen = torch.Generator().manual_seed(int(seed))
+        x0 = torch.randn((b * n_draws, *shape), generator=gen).to(dev, torch.float32)
+        cond = cond.repeat_interleave(n_draws, dim=0)
+        cmask = cmask.repeat_interleave(n_draws, dim=0)
+        t0 = x0.new_zeros(x0.shape[0])
+        x1 = (x0 + self.velocity(x0, t0, cond, cmask).float()).view(b, n_draws, *shape)
+        return self.denormalize(x1.mean(1))
 
 
 def _with_products(f: Tensor) -> Tensor:
