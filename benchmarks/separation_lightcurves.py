@@ -4,6 +4,7 @@ equal wall-clock beside the chosen variant. Writes ``benchmarks/results/<name>.j
 
     python benchmarks/separation_lightcurves.py  # configs/benchmarks/separation_lightcurves.yaml
     python benchmarks/separation_lightcurves.py --variants adversary --skip-single
+    python benchmarks/separation_lightcurves.py --single-seeds 1,2  # singles of other seeds
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from whatsreal.evaluate.lightcurves import (
     LightCurveEvalSettings,
     evaluate_features,
     lightcurve_separation_goals,
+    seed_group_goals,
+    single_name,
 )
 from whatsreal.infer import embed_rows
 from whatsreal.simulate.lightcurves import write_lightcurve_store
@@ -28,6 +31,7 @@ from whatsreal.train.contrastive import ContrastiveTrainConfig, fit_contrastive,
 from whatsreal.utils import atomic_write_json, machine_info
 
 HERE = Path(__file__).parent
+SINGLES = ("single_equal_time", "single_equal_steps")
 
 
 def _at(curve: list[dict], n: int) -> float:
@@ -45,6 +49,12 @@ def main() -> None:
         "--singles-only", action="store_true", help="train only the baselines (beside a run)"
     )
     ap.add_argument("--goals-only", action="store_true", help="recompute the goals, train nothing")
+    ap.add_argument(
+        "--single-seeds",
+        default="",
+        help="comma-separated training seeds: train only the two singles beside single_beside "
+        "with each (seed 0 keeps the plain names), for the seed groups' margins",
+    )
     args = ap.parse_args()
     cfg = load_config(args.config)
     store_path = Path(cfg["store"])
@@ -90,6 +100,7 @@ def main() -> None:
             "steps": trained_steps(out),
             "max_minutes": tcfg.max_minutes,
             "max_steps": tcfg.max_steps,
+            "seed": tcfg.seed,
             "train_seconds": round(seconds, 1),
             **ev,
             "r2_at_100": _at(ev["few_shot"][main_key], 100),
@@ -115,10 +126,10 @@ def main() -> None:
             tcfg = replace(tcfg, max_steps=int(steps), max_minutes=None)
         return tcfg, steps
 
-    for v in [] if args.singles_only or args.goals_only else chosen:
-        tcfg, steps = variant_config(v)
-        run(v, tcfg, "dual" if not steps else f"dual, {int(steps)} steps")
-    if not (args.skip_single or args.goals_only):
+    def train_singles(seed: int | None = None) -> None:
+        """The two singles beside ``single_beside``: on its batches, for its steps and for
+        its measured training seconds (the config's minutes if the run predates that
+        record), with its training seed or ``seed``."""
         beside = cfg["single_beside"]
         if beside not in results["runs"] or beside not in cfg["variants"]:
             raise SystemExit(
@@ -126,41 +137,60 @@ def main() -> None:
                 "run; run it first (--variants NAME) or name another"
             )
         done = results["runs"][beside]
-        # the singles see the same batches (stars x views) as the run they are set beside,
-        # for its steps and for its measured training seconds (the config's minutes if the
-        # run predates that record)
         dual_cfg, _ = variant_config(beside)
         single = replace(
             dual_cfg, single_latent=True, model_overrides={}, max_steps=None, max_epochs=10_000
         )
+        if seed is not None:
+            single = replace(single, seed=seed)
         wall = done.get("train_seconds", minutes * 60) / 60
         batch = [single.sources_per_batch, single.views_per_source]
-        for key in ("single_equal_time", "single_equal_steps"):
-            old = results["runs"].get(key)
+        names = {kind: single_name(kind, single.seed) for kind in SINGLES}
+        for name in names.values():
+            old = results["runs"].get(name)
             b = (old or {}).get("batch", [base.sources_per_batch, base.views_per_source])
             if old and b != batch:  # a single of other batches is kept beside the new one
-                results["runs"][f"{key}_{b[0]}x{b[1]}"] = old
+                results["runs"][f"{name}_{b[0]}x{b[1]}"] = old
+        seed_note = f", seed {single.seed}" if single.seed else ""
         run(
-            "single_equal_time",
+            names["single_equal_time"],
             replace(single, max_minutes=wall),
-            f"single, equal wall-clock ({wall:.1f} min) as {beside}",
+            f"single, equal wall-clock ({wall:.1f} min) as {beside}{seed_note}",
         )
         run(
-            "single_equal_steps",
+            names["single_equal_steps"],
             replace(single, max_steps=done["steps"], max_minutes=None),
-            f"single, {done['steps']} steps as {beside}",
+            f"single, {done['steps']} steps as {beside}{seed_note}",
         )
+
+    seeds = [int(x) for x in args.single_seeds.split(",") if x]
+    training = not (args.singles_only or args.goals_only or seeds)
+    for v in chosen if training else []:
+        tcfg, steps = variant_config(v)
+        run(v, tcfg, "dual" if not steps else f"dual, {int(steps)} steps")
+    for seed in seeds:
+        train_singles(seed)
+    if not (args.skip_single or args.goals_only or seeds):
+        train_singles()
     judged = cfg.get("goals_for", cfg["single_beside"])
     if judged in results["runs"]:
         results["goals_for"] = judged
-        results["goals"] = lightcurve_separation_goals(results["runs"], judged)
+        results["goals"] = lightcurve_separation_goals(
+            results["runs"], judged, variant_config(judged)[0].seed
+        )
         for name, g in results["goals"].items():
             print(f"{name}: {g['value']:.3f} ({'met' if g['met'] else 'NOT met'})")
     # other variants judged against the same goals (trades shown beside the default)
     results["goals_also"] = {
-        v: lightcurve_separation_goals(results["runs"], v)
+        v: lightcurve_separation_goals(results["runs"], v, variant_config(v)[0].seed)
         for v in cfg.get("goals_also", [])
         if v in results["runs"]
+    }
+    # one config over its training seeds: the goals judged on the seeds' mean
+    results["seed_groups"] = {
+        group: seed_group_goals(results["runs"], {v: variant_config(v)[0].seed for v in members})
+        for group, members in (cfg.get("seed_groups") or {}).items()
+        if any(v in results["runs"] for v in members)
     }
     atomic_write_json(result_path, results)
 

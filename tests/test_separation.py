@@ -735,6 +735,39 @@ def test_lightcurve_separation_goals_known_answers():
     assert not g["dual - single at 100 labels, equal time, >= 0.05"]["met"]
 
 
+def test_seed_group_goals_pair_singles_by_seed_and_judge_the_mean():
+    from whatsreal.evaluate.lightcurves import seed_group_goals
+
+    def dual(star, r100):
+        return {
+            "instrument_accuracy": {"star": star, "instrument": 0.99},
+            "r2_at_100": r100,
+            "r2_at_1000": 0.8,
+        }
+
+    runs = {
+        "d0": dual(0.06, 0.70),
+        "d1": dual(0.20, 0.50),
+        "single_equal_steps": {"r2_at_100": 0.60},  # seed 0
+        "single_equal_steps_seed1": {"r2_at_100": 0.40},
+        "single_equal_time": {"r2_at_100": 0.65},  # seed 0 only: no margin over the seeds
+    }
+    g = seed_group_goals(runs, {"d0": 0, "d1": 1, "not_run": 2})
+    assert g["runs"] == ["d0", "d1"] and g["seeds"] == [0, 1]
+    star = g["goals"]["star-latent instrument id <= 0.10"]
+    assert star["per_seed"] == [0.06, 0.20] and star["value"] == pytest.approx(0.13)
+    assert not star["met"]  # seed 0 meets it, the mean does not
+    steps = g["goals"]["dual - single at 100 labels, equal steps, >= 0.05"]
+    assert steps["per_seed"] == pytest.approx([0.10, 0.10])  # each dual against its own seed
+    assert steps["met"] and steps["std"] == pytest.approx(0.0)
+    assert "dual - single at 100 labels, equal time, >= 0.05" not in g["goals"]
+    with pytest.raises(KeyError, match="has been run"):
+        seed_group_goals(runs, {"nothing": 0})
+    runs["d0"]["batch"], runs["single_equal_steps"]["batch"] = [32, 8], [64, 4]
+    g = seed_group_goals(runs, {"d0": 0, "d1": 1})  # seed 0's single trained on other batches
+    assert "dual - single at 100 labels, equal steps, >= 0.05" not in g["goals"]
+
+
 def test_track_trains_the_baseline_for_the_dual_models_steps(tmp_path, one_thread):
     import json as _json
 

@@ -107,6 +107,7 @@ def write_galaxy_report(
                     q["mse_mean_over_floor"],
                     q["mse_samples_over_floor"],
                     q.get("mse_mean_vs_clean_over_floor", ""),
+                    q.get("one_step", {}).get("mse_mean_over_floor", ""),
                 ]
                 for to, q in cf.items()
             ],
@@ -117,7 +118,13 @@ def write_galaxy_report(
                 "mean MSE / floor",
                 "sample MSE / floor",
                 "mean vs noise-free / floor",
+                "one-call mean MSE / floor",
             ],
+        )
+        rep.text(
+            "The one-call mean is x0 + v(x0, t = 0) averaged over noise draws: the posterior "
+            "mean itself for the optimal velocity, without the sampling noise of a mean over "
+            "a few samples (CounterfactualModel.posterior_mean)."
         )
         refs = {to: q for to, q in cf.items() if q.get("reference")}
         if refs:
