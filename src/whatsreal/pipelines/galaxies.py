@@ -613,8 +613,13 @@ def galaxy_summary(results: Mapping[str, Any]) -> str:
         lines.append(f"worst leakage into the physics latent: {worst} R² {leak[worst]:.3f}")
     for to, q in (results["counterfactual"] or {}).items():
         lines.append(
-            f"-> {to}: posterior-mean MSE / noise floor {q['mse_mean_over_floor']:.2f}, "
-            f"pixel z {q['z_mean']:.2f} ± {q['z_std']:.2f}"
+            f"-> {to}: posterior-mean MSE / noise floor {q['mse_mean_over_floor']:.2f}"
+            + (
+                f" (one-call mean {q['one_step']['mse_mean_over_floor']:.2f})"
+                if q.get("one_step")
+                else ""
+            )
+            + f", pixel z {q['z_mean']:.2f} ± {q['z_std']:.2f}"
         )
     for param, curves in (results.get("few_shot") or {}).items():
         phys = curves.get("physics") or []
