@@ -107,3 +107,34 @@ def test_noise_floor_through_the_asinh_stretch():
     rng = np.random.default_rng(1)
     direct = np.arcsinh(sigma * rng.normal(size=200_000)).var()
     assert floor == pytest.approx(direct, rel=0.03) and floor < 10
+
+
+def test_reconstruct_anchors_scores_the_one_call_mean(tmp_path, one_thread):
+    """A velocity field v = -x makes the one-call mean x0 + v(x0, 0) exactly 0 in model
+    space, so on a store whose images are all one constant its MSE is known."""
+    from whatsreal.evaluate.counterfactual import reconstruct_anchors
+
+    shape, n = (2, 8, 8), 60
+    with StoreWriter(
+        tmp_path / "flat.store",
+        shape=shape,
+        instruments={"a": list("gr"), "b": list("gr")},
+        arrays=("ivar",),
+    ) as w:
+        for inst in ("a", "b"):
+            w.append(
+                np.full((n, *shape), 0.7, np.float32),
+                source_id=np.arange(n),
+                instrument=inst,
+                ivar=np.ones((n, *shape), np.float32),
+            )
+    store = ObservationStore(tmp_path / "flat.store")
+    torch.manual_seed(0)
+    model = build_counterfactual_model("tiny", "image", 2, 8).eval()
+    model.velocity = lambda x, t, cond, cmask: -x
+    out = reconstruct_anchors(model, store, n_items=6, n_samples=3, nfe=2, batch_size=4)
+    one = out["one_step"]
+    expected = float(model.normalize(torch.full(shape, 0.7)).pow(2).mean())
+    assert one["mse_mean"] == pytest.approx(expected, rel=1e-5)
+    assert one["noise_floor"] == pytest.approx(out["noise_floor"])
+    assert out["mse_mean"] != pytest.approx(expected, rel=1e-3)  # the samples are not at 0

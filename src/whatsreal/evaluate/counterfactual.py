@@ -120,7 +120,8 @@ def reconstruct_anchors(
     batch_size: int = 32,
     seed: int = 0,
 ) -> dict:
-    """Sample each of ``n_items`` held-out anchors from its views and score the samples."""
+    """Sample each of ``n_items`` held-out anchors from its views and score the samples, and
+    the one-call posterior mean (``one_step``, :meth:`CounterfactualModel.posterior_mean`)."""
     views = ViewDataset(
         store,
         split,
@@ -130,7 +131,7 @@ def reconstruct_anchors(
         seed=seed,
     )
     items = np.linspace(0, len(views) - 1, min(n_items, len(views))).astype(int)
-    parts: dict[str, list[np.ndarray]] = {"samples": [], "anchor_row": []}
+    parts: dict[str, list[np.ndarray]] = {"samples": [], "one_step": [], "anchor_row": []}
     for b, lo in enumerate(range(0, items.size, batch_size)):
         batch = collate_views(views.__getitems__(items[lo : lo + batch_size].tolist()))
         out = model.counterfactual(
@@ -144,11 +145,23 @@ def reconstruct_anchors(
             seed=seed * 100_003 + b,
         )
         parts["samples"].append(out.float().cpu().numpy())
+        one = model.posterior_mean(  # the same posterior's mean, free of sampling noise
+            batch["physics"],
+            batch["instrument_views"],
+            batch["physics_mask"],
+            batch["instrument_mask"],
+            n_draws=n_samples,
+            seed=seed * 100_003 + b,
+        )
+        parts["one_step"].append(one.float().cpu().numpy())
         parts["anchor_row"].append(batch["anchor_row"].numpy())
     rows = np.concatenate(parts["anchor_row"])
     arrays = [a for a in ("flux", "clean", "ivar") if a in store.arrays]
     tgt = store.read(rows, arrays)
     # store.read returns rows in the order asked for.
-    return posterior_metrics(
+    out = posterior_metrics(
         model, np.concatenate(parts["samples"]), tgt["flux"], tgt.get("clean"), tgt.get("ivar")
     )
+    one = model_space(model, np.concatenate(parts["one_step"]))
+    out["one_step"] = prediction_errors(model, one, tgt["flux"], tgt.get("clean"), tgt.get("ivar"))
+    return out
