@@ -94,6 +94,7 @@ def main() -> None:
         entry["overrides"] = over
         entry["command"] = results["command"]
         if not args.skip_train:
+            results.get("goals", {}).pop(v, None)  # a retrained model's old goals are stale
             entry["training"] = train_variant(store, out, base, over, minutes, v)
             entry["minutes"] = entry["training"]["minutes"] if over.get("steps") else minutes
         if args.skip_train and "training" not in entry:  # trained by a --train-only run
