@@ -163,7 +163,12 @@ def main() -> None:
             f"single, {done['steps']} steps as {beside}{seed_note}",
         )
 
-    seeds = [int(x) for x in args.single_seeds.split(",") if x]
+    try:
+        seeds = [int(x) for x in args.single_seeds.split(",") if x]
+    except ValueError:
+        raise SystemExit(
+            f"--single-seeds {args.single_seeds!r}: give comma-separated integers, e.g. 1,2"
+        ) from None
     training = not (args.singles_only or args.goals_only or seeds)
     for v in chosen if training else []:
         tcfg, steps = variant_config(v)
