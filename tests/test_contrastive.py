@@ -325,3 +325,105 @@ def test_dual_model_instrument_encoder_can_be_smaller_than_the_star_encoder(tmp_
         torch.testing.assert_close(back.embed(x)[1], small.embed(x)[1])
     with pytest.raises(ConfigError, match="inst_width"):
         build_contrastive_model("cpu", 1, 32, inst_width=15)  # heads 2 do not divide it
+
+
+def test_instrument_calibration_nll_matches_brute_force_and_skips_own_source():
+    """The per-anchor sums equal the double loop over same-instrument, other-source rows,
+    with masked samples left out; an anchor with no such partner is skipped."""
+    from whatsreal.models.contrastive import instrument_calibration_nll
+
+    gen = torch.Generator().manual_seed(0)
+    b, c, t = 12, 2, 7
+    x = torch.randn(b, c, t, generator=gen, dtype=torch.float64)
+    mu = torch.randn(b, c, t, generator=gen, dtype=torch.float64)
+    sigma = torch.rand(b, c, t, generator=gen, dtype=torch.float64) + 0.5
+    source = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 6])
+    instrument = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1, 2, 2, 2, 3])  # row 11: alone
+    mask = torch.rand(b, t, generator=gen) > 0.2
+    want = []
+    for i in range(b):
+        num = den = 0.0
+        for j in range(b):
+            if instrument[i] == instrument[j] and source[i] != source[j]:
+                for ci in range(c):
+                    for ti in range(t):
+                        if mask[j, ti]:
+                            r = float(x[j, ci, ti] - mu[i, ci, ti]) / float(sigma[i, ci, ti])
+                            num += 0.5 * r * r + math.log(float(sigma[i, ci, ti]))
+                            den += 1
+        if den:
+            want.append(num / den)
+    got = instrument_calibration_nll(mu, sigma, x, source, instrument, mask)
+    assert float(got) == pytest.approx(sum(want) / len(want), rel=1e-6)
+    # the anchor's own source never scores its model: rows 8 and 9 (one source, one
+    # instrument) have no partner between them
+    rows = slice(8, 10)
+    alone = instrument_calibration_nll(
+        mu[rows], sigma[rows], x[rows], source[rows], instrument[rows]
+    )
+    assert float(alone) == 0.0
+
+
+def test_instrument_calibration_nll_is_minimised_by_the_instruments_mean_and_spread():
+    """Known answer: over many sources seen through one drift, the NLL is lowest for the
+    partners' mean curve and spread, not for a curve shifted or a spread scaled."""
+    from whatsreal.models.contrastive import instrument_calibration_nll
+
+    gen = torch.Generator().manual_seed(1)
+    n, t = 400, 16
+    drift = torch.linspace(-0.5, 0.5, t)
+    x = (drift + 0.3 * torch.randn(n, 1, t, generator=gen)).double()
+    source, instrument = torch.arange(n), torch.zeros(n, dtype=torch.long)
+    mean = x.mean(dim=0, keepdim=True).expand_as(x)
+    spread = x.std(dim=0, keepdim=True).expand_as(x)
+
+    def nll(m, s):
+        return float(instrument_calibration_nll(m, s, x, source, instrument))
+
+    best = nll(mean, spread)
+    assert best < nll(mean + 0.1, spread) and best < nll(mean, 1.3 * spread)
+    assert best < nll(mean, 0.7 * spread) and best < nll(torch.zeros_like(x), spread)
+
+
+def test_self_calibrated_model_divides_out_its_instrument_model(tmp_path):
+    """calibration_weight > 0: the physics encoder reads (x - mu) / sigma from the instrument
+    latent's model, the NLL is in the objective, the physics loss sends no gradient into the
+    instrument model, and the model round-trips; a wrong length is refused in one line."""
+    from whatsreal.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = build_contrastive_model("tiny", 1, 32, calibration_weight=0.5)
+    assert model.self_calibrated
+    x = torch.randn(8, 1, 32)
+    source, instrument = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), torch.arange(8) % 2
+    out = model.loss(x, source, instrument)
+    expect = out["recon"] + out["phys"] + out["inst"] + 0.5 * out["calib"]
+    torch.testing.assert_close(out["total"], expect)
+    model.eval()
+    with torch.no_grad():
+        z_phys, z_inst = model.embed(x)
+        mu, sigma = model.calibration(z_inst)
+        want = model.encoder_phys((x - mu) / sigma)
+    torch.testing.assert_close(z_phys, want)
+    assert bool((sigma > 0).all())
+    # the physics objective cannot bend the instrument model
+    model.train()
+    model.zero_grad()
+    model(x)["z_phys"].sum().backward()
+    assert all(
+        p.grad is None or float(p.grad.abs().sum()) == 0 for p in model.calibrator.parameters()
+    )
+    assert all(
+        p.grad is None or float(p.grad.abs().sum()) == 0 for p in model.encoder_inst.parameters()
+    )
+    model.eval().save_pretrained(tmp_path / "m")
+    back = load_pretrained(tmp_path / "m").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back.embed(x)[0], z_phys)
+    with pytest.raises(ValueError, match="training length 32"):
+        model.embed(torch.randn(2, 1, 40))
+    plain = build_contrastive_model("tiny", 1, 32)
+    with pytest.raises(ConfigError, match="calibration_weight"):
+        plain.calibration(torch.zeros(1, 8))
+    with pytest.raises(ConfigError, match="calibration_weight must be >= 0"):
+        build_contrastive_model("tiny", 1, 32, calibration_weight=-1.0)

@@ -135,6 +135,52 @@ def group_agreement_loss(z: Tensor, labels: Tensor) -> Tensor:
     return (z - centre).pow(2).sum(dim=1).mean() / spread
 
 
+def instrument_calibration_nll(
+    mu: Tensor,
+    sigma: Tensor,
+    x: Tensor,
+    source: Tensor,
+    instrument: Tensor,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Gaussian NLL of each anchor's instrument model (mu, sigma: (B, C, T)) on the *other
+    sources'* observations by the same instrument in the batch (x: (B, C, T)).
+
+    An instrument's observations of many sources, averaged, leave its systematics: the mean
+    curve (an additive drift) and the spread about it (a gain drift times the sources'
+    variability, plus noise). So the prediction is scored on other sources only: it cannot
+    profit from the anchor's own source, and an instrument latent that carries the source is
+    penalised rather than rewarded. Computed from per-anchor sums (B x B weights times the
+    series), so the cost is that of two matrix products. Anchors with no such partner in the
+    batch are left out; if none has one, a zero with a gradient graph is returned."""
+    if not (mu.shape == sigma.shape == x.shape):
+        raise ValueError(
+            f"mu {tuple(mu.shape)}, sigma {tuple(sigma.shape)} and x {tuple(x.shape)} differ"
+        )
+    b = x.shape[0]
+    source, instrument = source.to(x.device), instrument.to(x.device)
+    partner = (instrument[:, None] == instrument[None, :]) & (source[:, None] != source[None, :])
+    has = partner.any(dim=1)
+    if not bool(has.any()):
+        return (mu * 0.0).sum() + (sigma * 0.0).sum()
+    valid = (
+        torch.ones(b, x.shape[-1], device=x.device)
+        if mask is None
+        else mask.to(device=x.device, dtype=torch.float32)
+    )
+    xf = torch.where(valid[:, None, :] > 0, x.float(), torch.zeros((), device=x.device))
+    w = partner.float()
+    flat = (b, -1)
+    n = (w @ valid).unsqueeze(1).expand_as(xf).reshape(flat)  # partners valid at (c, t)
+    s1 = w @ xf.reshape(flat)
+    s2 = w @ xf.pow(2).reshape(flat)
+    m, sd = mu.float().reshape(flat), sigma.float().reshape(flat)
+    sq = s2 - 2 * m * s1 + n * m.pow(2)  # sum over partners of (x_j - mu_i)^2
+    nll = 0.5 * sq / sd.pow(2) + n * torch.log(sd)
+    per_anchor = nll.sum(dim=1) / n.sum(dim=1).clamp_min(1.0)
+    return per_anchor[has].mean()
+
+
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean squared error over valid samples (eq. 11); mask (B, T) applies to all channels."""
     if pred.shape != target.shape:
@@ -259,6 +305,7 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         projection_head: str = "mlp",
         inst_width: int | None = None,
         inst_depth: int | None = None,
+        calibration_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if projection_head not in PROJECTION_HEADS:
@@ -282,6 +329,8 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
             )
         if agreement_weight < 0:
             raise ConfigError(f"agreement_weight must be >= 0; got {agreement_weight}")
+        if calibration_weight < 0:
+            raise ConfigError(f"calibration_weight must be >= 0; got {calibration_weight}")
         self.config = constructor_args(type(self), locals())
         self.phys_negatives = phys_negatives
         self.adversary_weight = float(adversary_weight)
@@ -310,19 +359,66 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         self.decoder = _Decoder(fusion_dim, decoder_hidden, in_channels, length)
         if self.adversary_weight > 0:
             self.adversary = _mlp(latent_dim, proj_hidden, n_instruments)
+        self.calibration_weight = float(calibration_weight)
+        if self.calibration_weight > 0:
+            # the instrument model: mean curve and spread, (2, C, T), from the instrument latent
+            self.calibrator = _Decoder(fusion_dim, decoder_hidden, 2 * in_channels, length)
+            self.calibrator_in = _mlp(latent_dim, g_hidden, fusion_dim)
+
+    @property
+    def self_calibrated(self) -> bool:
+        """Whether the physics encoder reads the series with the instrument model divided out."""
+        return self.calibration_weight > 0
+
+    def calibration(self, z_inst: Tensor) -> tuple[Tensor, Tensor]:
+        """The instrument model of an instrument latent: the mean curve ``mu`` and the spread
+        ``sigma`` (each (B, C, T)) of what that instrument records for a random source."""
+        if not self.self_calibrated:
+            raise ConfigError(
+                "this model has no instrument model (calibration_weight = 0); train with "
+                "model_overrides {calibration_weight: 1.0} to get one"
+            )
+        out = self.calibrator(self.calibrator_in(z_inst))
+        c = out.shape[1] // 2
+        return out[:, :c], F.softplus(out[:, c:].float()).to(out.dtype) + 1e-3
+
+    def _encode(self, x: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
+        """Both latents, and for a self-calibrated model the instrument model (``mu``,
+        ``sigma``) of the instrument latent: the physics encoder then reads
+        (x - mu) / sigma, with the instrument model held fixed (no gradient), so the physics
+        objective cannot bend it."""
+        z_inst = self.encoder_inst(x, mask)
+        if not self.self_calibrated:
+            return {"z_phys": self.encoder_phys(x, mask), "z_inst": z_inst}
+        length = self.decoder.shape[1]
+        if x.shape[-1] != length:
+            raise ValueError(
+                f"a self-calibrated model reads series of its training length {length}; got "
+                f"length {x.shape[-1]} (pad or crop to {length} and pass a mask)"
+            )
+        mu, sigma = self.calibration(z_inst)
+        xc = (x - mu.detach()) / sigma.detach()
+        if mask is not None:
+            xc = torch.where(mask.to(x.device).bool()[:, None, :], xc, torch.zeros_like(xc))
+        z_phys = self.encoder_phys(xc, mask)
+        return {"z_phys": z_phys, "z_inst": z_inst, "mu": mu, "sigma": sigma}
 
     def embed(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Physics and instrument latents (B, latent_dim) each; no projection heads involved."""
-        return self.encoder_phys(x, mask), self.encoder_inst(x, mask)
+        """Physics and instrument latents (B, latent_dim) each; no projection heads involved.
+        A self-calibrated model encodes the physics from the series with the instrument model
+        of its own instrument latent divided out."""
+        out = self._encode(x, mask)
+        return out["z_phys"], out["z_inst"]
 
     def decode(self, z_phys: Tensor, z_inst: Tensor) -> Tensor:
         """Series (B, C, T) from a physics latent and an instrument latent (eq. 6)."""
         return self.decoder(self.g_phys(z_phys) * self.g_inst(z_inst))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
-        """Latents and reconstruction of x (B, C, T)."""
-        z_phys, z_inst = self.embed(x, mask)
-        return {"z_phys": z_phys, "z_inst": z_inst, "recon": self.decode(z_phys, z_inst)}
+        """Latents and reconstruction of x (B, C, T), and a self-calibrated model's
+        instrument model (``mu``, ``sigma``)."""
+        out = self._encode(x, mask)
+        return {**out, "recon": self.decode(out["z_phys"], out["z_inst"])}
 
     def loss(
         self,
@@ -337,7 +433,9 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         anchor's instrument only, so instrument features cannot tell a star from them; an
         instrument classifier behind gradient reversal on the star latent
         (``adversary_weight``) makes the star encoder hide the instrument; an agreement term
-        (``agreement_weight``) pulls each star latent to its star's mean over instruments."""
+        (``agreement_weight``) pulls each star latent to its star's mean over instruments;
+        ``calibration_weight`` trains the instrument model the physics encoder divides out
+        (:func:`instrument_calibration_nll`)."""
         out = self(x, mask)
         recon = masked_mse(out["recon"], x, mask)
         groups = instrument if self.phys_negatives == "same_instrument" else None
@@ -353,6 +451,11 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         if self.agreement_weight > 0:
             losses["agree"] = group_agreement_loss(out["z_phys"].float(), source)
             total = total + self.agreement_weight * losses["agree"]
+        if self.self_calibrated:
+            losses["calib"] = instrument_calibration_nll(
+                out["mu"], out["sigma"], x, source, instrument, mask
+            )
+            total = total + self.calibration_weight * losses["calib"]
         return {"total": total, **losses}
 
 
