@@ -427,3 +427,49 @@ def test_self_calibrated_model_divides_out_its_instrument_model(tmp_path):
         plain.calibration(torch.zeros(1, 8))
     with pytest.raises(ConfigError, match="calibration_weight must be >= 0"):
         build_contrastive_model("tiny", 1, 32, calibration_weight=-1.0)
+
+
+def test_masked_periodogram_known_answers():
+    """A sinusoid's power peaks at its frequency whatever its phase; masked samples are left
+    out (a gap does not change the peak), and a constant series has no power."""
+    from whatsreal.models.conformer import masked_periodogram
+
+    t = torch.arange(100, dtype=torch.float32)
+    freqs = torch.arange(1, 97) / 192.0
+    f0 = float(freqs[23])
+    x = torch.stack([torch.sin(2 * math.pi * f0 * t + ph) for ph in (0.0, 1.0, 2.5)])[:, None]
+    power = masked_periodogram(x, freqs)
+    assert power.shape == (3, 1, 96)
+    assert (power.argmax(dim=-1) == 23).all()
+    torch.testing.assert_close(power[0], power[1], atol=0.05 * float(power.max()), rtol=0)
+    mask = torch.ones(3, 100, dtype=torch.bool)
+    mask[:, 30:45] = False
+    gapped = x.clone()
+    gapped[:, :, 30:45] = 1e6  # garbage in the gap must not leak
+    assert (masked_periodogram(gapped, freqs, mask).argmax(dim=-1) == 23).all()
+    assert float(masked_periodogram(torch.full((1, 1, 100), 3.0), freqs).max()) < 1e-6
+
+
+def test_spectral_branch_in_both_models_and_round_trip(tmp_path):
+    """``spectral``: the star (or single) encoder concatenates the periodogram branch; the
+    instrument encoder has none; masked padding leaves the latent unchanged; models reload."""
+    torch.manual_seed(0)
+    dual = build_contrastive_model("tiny", 1, 40, spectral=True).eval()
+    single = build_contrastive_model("tiny", 1, 40, single_latent=True, spectral=True).eval()
+    assert dual.encoder_phys.spectral is not None and dual.encoder_inst.spectral is None
+    assert single.encoder.spectral is not None
+    x = torch.randn(4, 1, 40)
+    padded = torch.cat([x, torch.randn(4, 1, 10)], dim=-1)
+    mask = torch.zeros(4, 50, dtype=torch.bool)
+    mask[:, :40] = True
+    with torch.no_grad():
+        torch.testing.assert_close(
+            dual.encoder_phys(padded, mask), dual.encoder_phys(x), atol=1e-5, rtol=1e-4
+        )
+    for name, model in (("dual", dual), ("single", single)):
+        model.save_pretrained(tmp_path / name)
+        back = load_pretrained(tmp_path / name).eval()
+        with torch.no_grad():
+            a, b = back.embed(x), model.embed(x)
+        a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
+        torch.testing.assert_close(a, b)

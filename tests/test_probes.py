@@ -78,3 +78,33 @@ def test_lomb_scargle_recovers_sinusoid_periods():
     rng = np.random.default_rng(4)
     flux = np.sin(2 * np.pi * t / true[:, None] + 1.0) + 0.05 * rng.normal(size=(3, 100))
     np.testing.assert_allclose(lomb_scargle_periods(flux), true, rtol=0.03)
+
+
+def test_instrument_ensemble_removes_each_instruments_drift_and_gain():
+    """Known answer: sources seen through two instruments, each adding its own drift and
+    multiplying by its own gain curve, come out of the ensemble calibration with neither: the
+    calibrated rows of the two instruments have equal means and spreads at every time."""
+    from whatsreal.evaluate.classical import InstrumentEnsemble
+
+    rng = np.random.default_rng(0)
+    n, t = 4000, 50
+    time = np.arange(t)
+    drift = np.stack([0.3 * np.sin(time / 7.0), -0.2 + 0.01 * time])
+    gain = np.stack([1 + 0.2 * np.cos(time / 5.0), np.full(t, 0.7)])
+    signal = rng.normal(size=(n, 1, t)) * 0.5
+    inst = rng.integers(0, 2, size=n)
+    x = gain[inst][:, None] * signal + drift[inst][:, None]
+    cal = InstrumentEnsemble().fit(x, inst)
+    out = cal.transform(x, inst)
+    for m in (0, 1):
+        assert np.abs(out[inst == m].mean(axis=0)).max() < 0.05
+    ratio = out[inst == 0].std(axis=0) / out[inst == 1].std(axis=0)
+    assert np.abs(ratio - 1).max() < 1e-5  # exact up to float32: the same spread
+    # the raw rows differ between the instruments by far more than that
+    assert np.abs(x[inst == 0].mean(axis=0) - x[inst == 1].mean(axis=0)).max() > 0.3
+    with pytest.raises(ValueError, match=r"code\(s\) \[5\] were not in the rows fitted"):
+        cal.transform(x[:2], np.array([0, 5]))
+    with pytest.raises(ValueError, match="fewer than 2 rows"):
+        InstrumentEnsemble().fit(x[:3], np.array([0, 0, 1]))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        InstrumentEnsemble().transform(x, inst)

@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-from whatsreal.evaluate.classical import lomb_scargle_periods
+from whatsreal.evaluate.classical import InstrumentEnsemble, lomb_scargle_periods
 from whatsreal.evaluate.probes import (
     ProbeSettings,
     classification_accuracy,
@@ -83,23 +84,77 @@ def evaluate_features(
     return result
 
 
-def lomb_scargle_anchor(store: ObservationStore, splits: SplitSpec) -> dict:
-    """θ0 = ln(P / (T λ)) from the Lomb–Scargle peak period on held-out stars, and its R²."""
-    test = split_rows(store, splits)["test"]
-    flux = store.read(test)["flux"][:, 0]
-    periods = lomb_scargle_periods(flux)
+def lomb_scargle_anchor(
+    store: ObservationStore, splits: SplitSpec, calibrated: bool = False
+) -> dict:
+    """θ0 = ln(P / (T λ)) from the Lomb–Scargle peak period on held-out stars, and its R².
+
+    ``calibrated``: the periodogram of the series with their instrument's ensemble mean and
+    spread divided out (:class:`~whatsreal.evaluate.classical.InstrumentEnsemble`, fitted on
+    the training rows), the classical anchor of self-calibration."""
+    rows = split_rows(store, splits)
+    test = rows["test"]
+    flux = store.read(test)["flux"]
+    if calibrated:
+        train = rows["train"]
+        ensemble = InstrumentEnsemble().fit(store.read(train)["flux"], store.instrument[train])
+        flux = ensemble.transform(flux, store.instrument[test])
+    periods = lomb_scargle_periods(flux[:, 0])
     length = store.shape[-1]
     lam = source_truth_per_row(store, "lam")[test]
     theta0_hat = np.log(periods / (length * lam))
     truth = source_truth_per_row(store, "theta0")[test]
     true_period = source_truth_per_row(store, "period")[test]
+    method = "astropy LombScargle, 1 term, 2000 frequencies between 1/99 and 1/4 per sample"
     return {
         "r2_theta0": r2_score(truth, theta0_hat),
         "fraction_period_within_5pct": float(np.mean(np.abs(periods / true_period - 1) < 0.05)),
         "fraction_at_half_period": float(np.mean(np.abs(2 * periods / true_period - 1) < 0.05)),
         "n_test_rows": int(test.size),
-        "method": "astropy LombScargle, 1 term, 2000 frequencies between 1/99 and 1/4 per sample",
+        "method": method + (", on the instrument-ensemble-calibrated series" if calibrated else ""),
     }
+
+
+def instrument_model_recovery(
+    model: torch.nn.Module,
+    store: ObservationStore,
+    splits: SplitSpec,
+    batch_size: int = 1024,
+) -> dict:
+    """How well a self-calibrated model's instrument model, read from each held-out series
+    alone, recovers its instrument: R² of the predicted mean curve against the true offset
+    O_m(t) and against the instrument's ensemble mean over the training rows, and R² of the
+    predicted spread against the ensemble spread (all pooled over rows and samples)."""
+    if not getattr(model, "self_calibrated", False):
+        raise ValueError(
+            f"{type(model).__name__} has no instrument model; train a ContrastiveDualModel "
+            "with calibration_weight > 0"
+        )
+    rows = split_rows(store, splits)
+    test, train = rows["test"], rows["train"]
+    inst = store.instrument
+    model = model.eval()
+    mus, sigmas = [], []
+    with torch.no_grad():
+        for lo in range(0, test.size, batch_size):
+            x = torch.as_tensor(store.read(test[lo : lo + batch_size])["flux"])
+            mu, sigma = model.instrument_model(x)
+            mus.append(mu.float().numpy())
+            sigmas.append(sigma.float().numpy())
+    mu, sigma = np.concatenate(mus), np.concatenate(sigmas)
+    ensemble = InstrumentEnsemble().fit(store.read(train)["flux"], inst[train])
+    out = {
+        "r2_mean_vs_ensemble_mean": r2_score(ensemble.mean_[inst[test]].ravel(), mu.ravel()),
+        "r2_spread_vs_ensemble_spread": r2_score(ensemble.std_[inst[test]].ravel(), sigma.ravel()),
+        "n_test_rows": int(test.size),
+    }
+    if "offset" in store.truth_instrument:
+        offset = np.asarray(store.truth_instrument["offset"], dtype=np.float64)[inst[test]]
+        out["r2_mean_vs_true_offset"] = r2_score(offset.ravel(), mu[:, 0].ravel())
+        out["r2_ensemble_mean_vs_true_offset"] = r2_score(
+            offset.ravel(), ensemble.mean_[inst[test], 0].ravel()
+        )
+    return out
 
 
 SINGLE_KINDS = (("single_equal_steps", "equal steps"), ("single_equal_time", "equal time"))

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["ConformerBlock", "ConformerEncoder", "sinusoidal_time_encoding"]
+__all__ = ["ConformerBlock", "ConformerEncoder", "masked_periodogram", "sinusoidal_time_encoding"]
 
 
 def sinusoidal_time_encoding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -44,6 +44,27 @@ def sinusoidal_time_encoding(t: Tensor, dim: int, max_period: float = 10_000.0) 
     if dim % 2:
         enc = torch.nn.functional.pad(enc, (0, 1))
     return enc
+
+
+def masked_periodogram(x: Tensor, freqs: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Power of each channel of x (B, C, T) at frequencies ``freqs`` (F,) in cycles per
+    sample, over the valid samples only (a Schuster periodogram, as Lomb–Scargle's for
+    uneven sampling, without its per-frequency normalisation): |sum_t w_t (x_t - mean_w)
+    e^{-2 pi i f t}|^2 / sum_t w_t, shape (B, C, F). It does not depend on the series' phase,
+    and gaps leave it defined."""
+    b, _, t = x.shape
+    w = (
+        torch.ones(b, t, device=x.device, dtype=torch.float32)
+        if mask is None
+        else mask.to(device=x.device, dtype=torch.float32)
+    )
+    xf = torch.where(w[:, None, :] > 0, x.float(), torch.zeros((), device=x.device))
+    n = w.sum(dim=1).clamp_min(1.0)[:, None, None]
+    xf = (xf - xf.sum(dim=2, keepdim=True) / n) * w[:, None, :]
+    angle = 2 * math.pi * freqs.float()[:, None] * torch.arange(t, device=x.device)[None, :]
+    re = xf @ torch.cos(angle).T  # (B, C, F)
+    im = xf @ torch.sin(angle).T
+    return (re.pow(2) + im.pow(2)) / n
 
 
 def _zero_invalid(x: Tensor, mask: Tensor | None) -> Tensor:
@@ -173,7 +194,14 @@ class ConformerEncoder(nn.Module):
 
     Paper configuration: 4 blocks, width 64, 4 heads, feed-forward 128, latent 20. The kernel
     size of the depthwise convolution (15) and dropout (0.1) are not given in the paper and are
-    our choices (15 samples covers one short period of the seed-001 simulator). The constructor
+    our choices (15 samples covers one short period of the seed-001 simulator).
+
+    ``spectral`` (not in seed 001; off by default) adds a periodogram branch: the log power
+    of each channel at ``spectral_bins`` frequencies evenly spaced in (0, 1/2] cycles per
+    sample (:func:`masked_periodogram`), through a two-layer MLP, concatenated with the
+    pooled tokens before the latent layer. A periodic source's light curve has no preferred
+    phase, and the branch reads its periods and harmonic amplitudes without having to learn
+    phase invariance from contrastive pairs. The constructor
     arguments are kept in ``self.config`` so the encoder can be rebuilt with
     ``ConformerEncoder(**enc.config)``.
     """
@@ -189,8 +217,12 @@ class ConformerEncoder(nn.Module):
         conv_kernel: int = 15,
         dropout: float = 0.1,
         time_encoding: bool = True,
+        spectral: bool = False,
+        spectral_bins: int = 96,
     ) -> None:
         super().__init__()
+        if spectral and spectral_bins < 1:
+            raise ValueError(f"spectral_bins must be >= 1, got {spectral_bins}")
         if in_channels < 1 or width < 1 or depth < 0 or latent_dim < 1 or ff_dim < 1:
             raise ValueError(
                 "in_channels, width, ff_dim and latent_dim must be >= 1 and depth >= 0; got "
@@ -209,6 +241,8 @@ class ConformerEncoder(nn.Module):
             "conv_kernel": conv_kernel,
             "dropout": dropout,
             "time_encoding": time_encoding,
+            "spectral": spectral,
+            "spectral_bins": spectral_bins,
         }
         self.in_channels = in_channels
         self.width = width
@@ -219,7 +253,20 @@ class ConformerEncoder(nn.Module):
         self.blocks = nn.ModuleList(
             ConformerBlock(width, heads, ff_dim, conv_kernel, dropout) for _ in range(depth)
         )
-        self.head = nn.Linear(width, latent_dim)
+        self.spectral = None
+        if spectral:
+            self.register_buffer(
+                "freqs",
+                torch.arange(1, spectral_bins + 1) / (2.0 * spectral_bins),
+                persistent=False,
+            )
+            self.spectral = nn.Sequential(
+                nn.LayerNorm(in_channels * spectral_bins),
+                nn.Linear(in_channels * spectral_bins, width),
+                nn.GELU(),
+                nn.Linear(width, width),
+            )
+        self.head = nn.Linear(2 * width if spectral else width, latent_dim)
 
     def _check(self, x: Tensor, mask: Tensor | None, t: Tensor | None) -> Tensor | None:
         """Validate shapes at the boundary and return the mask as bool (or None)."""
@@ -269,4 +316,9 @@ class ConformerEncoder(nn.Module):
         """Latent vector (B, latent_dim) of series x (B, C, T); mask (B, T) marks valid samples."""
         tokens = self.tokens(x, mask, t)
         mask = None if mask is None else mask.to(device=x.device, dtype=torch.bool)
-        return self.head(self.pool(tokens, mask))
+        pooled = self.pool(tokens, mask)
+        if self.spectral is not None:
+            power = masked_periodogram(x, self.freqs, mask).flatten(1)
+            spec = self.spectral(torch.log(power + 1e-6).to(pooled.dtype))
+            pooled = torch.cat([pooled, spec], dim=1)
+        return self.head(pooled)

@@ -275,6 +275,11 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
     ``loss`` adds the projection heads and returns the weighted objective of eq. 10.
     The decoder reconstructs series of the training ``length`` only; the encoders accept any T.
     ``inst_width``/``inst_depth`` size the instrument encoder apart from the star encoder.
+    ``spectral`` gives the star encoder a periodogram branch (the instrument encoder keeps
+    none: an instrument's drifts are tied to the time of the observation, not periodic).
+    ``calibration_weight`` > 0 makes the model self-calibrating: the instrument latent
+    predicts its instrument's mean curve and spread, and the star encoder reads the series
+    with them divided out.
     """
 
     def __init__(
@@ -306,6 +311,7 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         inst_width: int | None = None,
         inst_depth: int | None = None,
         calibration_weight: float = 0.0,
+        spectral: bool = False,
     ) -> None:
         super().__init__()
         if projection_head not in PROJECTION_HEADS:
@@ -348,7 +354,7 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         }
         self.tau = tau
         self.weights = {"recon": recon_weight, "phys": phys_weight, "inst": inst_weight}
-        self.encoder_phys = ConformerEncoder(**enc)
+        self.encoder_phys = ConformerEncoder(**enc, spectral=spectral)
         self.encoder_inst = ConformerEncoder(
             **_instrument_encoder_args(enc, inst_width, inst_depth)
         )
@@ -402,6 +408,11 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
             xc = torch.where(mask.to(x.device).bool()[:, None, :], xc, torch.zeros_like(xc))
         z_phys = self.encoder_phys(xc, mask)
         return {"z_phys": z_phys, "z_inst": z_inst, "mu": mu, "sigma": sigma}
+
+    def instrument_model(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """What the instrument latent of each series says its instrument records for a random
+        source: the mean curve (its systematics) and the spread, each (B, C, T)."""
+        return self.calibration(self.encoder_inst(x, mask))
 
     def embed(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Physics and instrument latents (B, latent_dim) each; no projection heads involved.
@@ -487,6 +498,7 @@ class SingleLatentModel(PretrainedMixin, nn.Module):
         tau: float = 0.1,
         recon_weight: float = 1.0,
         phys_weight: float = 1.0,
+        spectral: bool = False,
     ) -> None:
         super().__init__()
         if length < 1:
@@ -506,6 +518,7 @@ class SingleLatentModel(PretrainedMixin, nn.Module):
             conv_kernel=conv_kernel,
             dropout=dropout,
             time_encoding=time_encoding,
+            spectral=spectral,
         )
         self.head = _mlp(latent_dim, proj_hidden, proj_dim)
         self.g = _mlp(latent_dim, g_hidden, fusion_dim)

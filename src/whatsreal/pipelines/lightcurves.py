@@ -22,6 +22,7 @@ from whatsreal.errors import ConfigError
 from whatsreal.evaluate.lightcurves import (
     LightCurveEvalSettings,
     evaluate_features,
+    instrument_model_recovery,
     lomb_scargle_anchor,
     source_truth_per_row,
     split_rows,
@@ -213,10 +214,14 @@ def run_lightcurve_track(
     splits = cfg.train.splits
     ev = evaluate_features(features, store, splits, settings)
     timings["probes_s"] = time.perf_counter() - t
-    stage("Lomb–Scargle anchor on held-out stars")
+    stage("Lomb–Scargle anchor on held-out stars, raw and instrument-ensemble calibrated")
     t = time.perf_counter()
     ls = lomb_scargle_anchor(store, splits)
+    ls_calibrated = lomb_scargle_anchor(store, splits, calibrated=True)
     timings["lomb_scargle_s"] = time.perf_counter() - t
+    extra = {}
+    if getattr(dual, "self_calibrated", False):
+        extra["instrument_model"] = instrument_model_recovery(dual, store, splits)
 
     results = {
         "preset": cfg.preset,
@@ -230,6 +235,8 @@ def run_lightcurve_track(
         "dual_overrides": dict(cfg.dual_overrides),
         **ev,
         "lomb_scargle": ls,
+        "lomb_scargle_calibrated": ls_calibrated,
+        **extra,
         "timings": timings,
     }
     stage("figures and report")
