@@ -23,8 +23,10 @@ from whatsreal.evaluate.lightcurves import (
     lightcurve_separation_goals,
     seed_group_goals,
     single_name,
+    single_tag,
 )
 from whatsreal.infer import embed_rows
+from whatsreal.models.contrastive import single_overrides
 from whatsreal.simulate.lightcurves import write_lightcurve_store
 from whatsreal.store import ObservationStore
 from whatsreal.train.contrastive import ContrastiveTrainConfig, fit_contrastive, trained_steps
@@ -127,9 +129,10 @@ def main() -> None:
         return tcfg, steps
 
     def train_singles(seed: int | None = None) -> None:
-        """The two singles beside ``single_beside``: on its batches, for its steps and for
-        its measured training seconds (the config's minutes if the run predates that
-        record), with its training seed or ``seed``."""
+        """The two singles beside ``single_beside``: on its batches, with the options of its
+        model that a single latent has (``single_overrides``: the same architecture), for
+        its steps and for its measured training seconds (the config's minutes if the run
+        predates that record), with its training seed or ``seed``."""
         beside = cfg["single_beside"]
         if beside not in results["runs"] or beside not in cfg["variants"]:
             raise SystemExit(
@@ -139,13 +142,18 @@ def main() -> None:
         done = results["runs"][beside]
         dual_cfg, _ = variant_config(beside)
         single = replace(
-            dual_cfg, single_latent=True, model_overrides={}, max_steps=None, max_epochs=10_000
+            dual_cfg,
+            single_latent=True,
+            model_overrides=single_overrides(dual_cfg.model_overrides),
+            max_steps=None,
+            max_epochs=10_000,
         )
         if seed is not None:
             single = replace(single, seed=seed)
         wall = done.get("train_seconds", minutes * 60) / 60
         batch = [single.sources_per_batch, single.views_per_source]
-        names = {kind: single_name(kind, single.seed) for kind in SINGLES}
+        tag = single_tag(single.model_overrides)
+        names = {kind: single_name(kind, single.seed, tag) for kind in SINGLES}
         for name in names.values():
             old = results["runs"].get(name)
             b = (old or {}).get("batch", [base.sources_per_batch, base.views_per_source])

@@ -768,6 +768,62 @@ def test_seed_group_goals_pair_singles_by_seed_and_judge_the_mean():
     assert "dual - single at 100 labels, equal steps, >= 0.05" not in g["goals"]
 
 
+def test_singles_share_the_dual_models_architecture_and_are_paired_by_it():
+    """The single-latent baseline takes the dual run's architecture options (a spectral star
+    encoder gives a spectral single) and none of its dual-only levers; the goals pair a dual
+    with the singles of its own architecture, named by a tag."""
+    from whatsreal.evaluate.lightcurves import (
+        lightcurve_separation_goals,
+        single_name,
+        single_tag,
+    )
+    from whatsreal.models.contrastive import single_overrides
+
+    dual_over = {"agreement_weight": 1.0, "calibration_weight": 1.0, "spectral": True, "tau": 0.05}
+    assert single_overrides(dual_over) == {"spectral": True, "tau": 0.05}
+    assert single_overrides({"agreement_weight": 1.0}) == {}
+    assert single_tag({"spectral": True, "tau": 0.05}) == "spectral_tau0.05"
+    assert single_name("single_equal_steps", 0, "spectral") == "single_equal_steps_spectral"
+    assert single_name("single_equal_time", 2, "spectral") == "single_equal_time_spectral_seed2"
+    assert single_name("single_equal_time", 1) == "single_equal_time_seed1"
+    runs = {
+        "dual": {
+            "overrides": {"calibration_weight": 1.0, "spectral": True},
+            "instrument_accuracy": {"star": 0.08, "instrument": 0.995},
+            "r2_at_100": 0.70,
+            "r2_at_1000": 0.80,
+        },
+        "single_equal_steps": {"r2_at_100": 0.30},  # another architecture: not used
+        "single_equal_steps_spectral": {"r2_at_100": 0.62},
+    }
+    g = lightcurve_separation_goals(runs, "dual")
+    margin = g["dual - single at 100 labels, equal steps, >= 0.05"]
+    assert margin["against"] == "single_equal_steps_spectral"
+    assert margin["value"] == pytest.approx(0.08)
+    assert "dual - single at 100 labels, equal time, >= 0.05" not in g
+
+
+def test_track_gives_the_baseline_the_dual_models_architecture(tmp_path, one_thread):
+    import json as _json
+
+    from whatsreal.pipelines.lightcurves import run_lightcurve_track, track_config
+
+    over = {"agreement_weight": 1.0, "calibration_weight": 1.0, "spectral": True}
+    cfg = track_config("tiny", umap=False, dual_overrides=over)
+    r = run_lightcurve_track(tmp_path / "t", cfg, quiet=True)
+    single = _json.loads((tmp_path / "t" / "single" / "model" / "config.json").read_text())
+    dual = _json.loads((tmp_path / "t" / "dual" / "model" / "config.json").read_text())
+    assert _json.dumps(single).count('"spectral": true') == 1
+    assert "calibration_weight" not in _json.dumps(single)
+    assert '"calibration_weight": 1.0' in _json.dumps(dual)
+    model = r["instrument_model"]
+    assert set(model) >= {"r2_mean_vs_true_offset", "r2_spread_vs_ensemble_spread"}
+    cal, raw = r["lomb_scargle_calibrated"], r["lomb_scargle"]
+    assert "ensemble-calibrated" in cal["method"] and "calibrated" not in raw["method"]
+    html = (tmp_path / "t" / "report.html").read_text()
+    assert "calibrated by instrument ensemble" in html and "Self-calibration" in html
+
+
 def test_track_trains_the_baseline_for_the_dual_models_steps(tmp_path, one_thread):
     import json as _json
 

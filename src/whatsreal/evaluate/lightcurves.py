@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from whatsreal.evaluate.probes import (
     few_shot_curve,
     r2_score,
 )
+from whatsreal.models.contrastive import single_overrides
 from whatsreal.sampling import SplitSpec, assign_split
 from whatsreal.store import ObservationStore
 
@@ -160,22 +162,32 @@ def instrument_model_recovery(
 SINGLE_KINDS = (("single_equal_steps", "equal steps"), ("single_equal_time", "equal time"))
 
 
-def single_name(kind: str, seed: int = 0) -> str:
+def single_tag(overrides: Mapping[str, Any]) -> str:
+    """The name part for a single-latent baseline's model options: "" for seed 001's, else
+    each option (``spectral``, ``tau0.05``) joined by underscores."""
+    return "_".join(k if v is True else f"{k}{v}" for k, v in sorted(overrides.items()))
+
+
+def single_name(kind: str, seed: int = 0, tag: str = "") -> str:
     """The run name of a single-latent baseline (``kind`` of :data:`SINGLE_KINDS`) trained
-    with training seed ``seed``: seed 0 keeps the plain name."""
-    return kind if seed == 0 else f"{kind}_seed{seed}"
+    with training seed ``seed`` and the options named by ``tag`` (:func:`single_tag`): seed
+    0 and no options keep the plain name."""
+    name = f"{kind}_{tag}" if tag else kind
+    return name if seed == 0 else f"{name}_seed{seed}"
 
 
 def lightcurve_separation_goals(
     runs: Mapping[str, dict], dual: str, seed: int = 0, fallback: bool = True
 ) -> dict[str, dict]:
     """Issue 10's light-curve goals for the dual run ``dual`` beside the single-latent runs
-    of the same training seed where there are some (``single_equal_steps_seed1``, ...), else
-    beside ``single_equal_steps`` and ``single_equal_time`` (when present, and ``fallback``;
-    without it, also only singles of the dual's batches): {goal: {value, goal, met, ...}},
-    the margins naming the single they are taken against. Each run holds
-    ``instrument_accuracy`` and ``r2_at_100``/``r2_at_1000``."""
+    of the same training seed and architecture where there are some
+    (``single_equal_steps_seed1``, ``single_equal_steps_spectral``, ...), else beside
+    ``single_equal_steps`` and ``single_equal_time`` of that architecture (when present, and
+    ``fallback``; without it, also only singles of the dual's batches): {goal: {value, goal,
+    met, ...}}, the margins naming the single they are taken against. Each run holds
+    ``instrument_accuracy``, ``r2_at_100``/``r2_at_1000`` and its ``overrides``."""
     d = runs[dual]
+    tag = single_tag(single_overrides(d.get("overrides") or {}))
     acc = d["instrument_accuracy"]
     goals = {
         "star-latent instrument id <= 0.10": (acc["star"], "<= 0.10", acc["star"] <= 0.10),
@@ -192,9 +204,9 @@ def lightcurve_separation_goals(
     }
     against = {}
     for kind, label in SINGLE_KINDS:
-        key = single_name(kind, seed)
+        key = single_name(kind, seed, tag)
         if key not in runs and fallback:
-            key = kind
+            key = single_name(kind, 0, tag)
         batches = [runs[r].get("batch") for r in (key, dual) if r in runs]
         if not fallback and None not in batches and len(set(map(tuple, batches))) > 1:
             continue  # strict pairing: the single must have trained on the dual's batches

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -51,6 +52,7 @@ __all__ = [
     "load_pretrained",
     "masked_mse",
     "multi_positive_info_nce",
+    "single_overrides",
 ]
 
 
@@ -609,6 +611,16 @@ CONTRASTIVE_PRESETS: dict[str, dict[str, Any]] = {
         "inst_weight": 1.0,
     },
 }
+
+
+def single_overrides(dual_overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a dual model that its single-latent baseline shares: those
+    :class:`SingleLatentModel` accepts (the encoder's architecture, the temperature, ...), so
+    that the baseline keeps seed 001's "identical architecture"; the dual's own levers
+    (instrument terms, agreement, self-calibration) are left out. The one rule for every place
+    that sets a baseline beside a dual model."""
+    accepted = set(inspect.signature(SingleLatentModel.__init__).parameters)
+    return {k: v for k, v in dual_overrides.items() if k in accepted - {"self"}}
 
 
 def build_contrastive_model(

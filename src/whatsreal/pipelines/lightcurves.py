@@ -29,7 +29,7 @@ from whatsreal.evaluate.lightcurves import (
 )
 from whatsreal.evaluate.probes import ProbeSettings
 from whatsreal.infer import embed_rows
-from whatsreal.models.contrastive import build_contrastive_model
+from whatsreal.models.contrastive import build_contrastive_model, single_overrides
 from whatsreal.pipelines.stages import Stages, start_track
 from whatsreal.simulate.lightcurves import lightcurve_sim_config, write_lightcurve_store
 from whatsreal.store import ObservationStore
@@ -144,8 +144,10 @@ def _train(
     baseline's optimizer steps instead of the time budget."""
     kind = "single-latent baseline" if single else "dual (physics + instrument)"
     tcfg = replace(cfg.train, single_latent=single)
-    if not single:
-        tcfg = replace(tcfg, model_overrides={**tcfg.model_overrides, **cfg.dual_overrides})
+    # the baseline shares the dual model's architecture options (seed 001: "identical
+    # architecture"), not its dual-only levers
+    extra = single_overrides(cfg.dual_overrides) if single else cfg.dual_overrides
+    tcfg = replace(tcfg, model_overrides={**tcfg.model_overrides, **extra})
     if steps is not None:
         tcfg = replace(tcfg, max_steps=steps, max_minutes=None, max_epochs=10_000)
         budget = f", {steps} steps (as many as the dual model's)"
@@ -189,7 +191,9 @@ def run_lightcurve_track(
     t = time.perf_counter()
     torch.manual_seed(cfg.train.seed + 1)
     c, length = store.shape
-    random_model = build_contrastive_model(cfg.train.preset, c, length).eval()
+    random_model = build_contrastive_model(  # the star encoder's architecture, untrained
+        cfg.train.preset, c, length, **single_overrides(cfg.dual_overrides)
+    ).eval()
     z_dual = embed_rows(dual, store)
     z_single = embed_rows(single, store)
     z_random = embed_rows(random_model, store)
