@@ -20,13 +20,14 @@ from whatsreal.config import load_config
 from whatsreal.evaluate.lightcurves import (
     LightCurveEvalSettings,
     evaluate_features,
+    instrument_model_recovery,
     lightcurve_separation_goals,
     seed_group_goals,
     single_name,
     single_tag,
 )
 from whatsreal.infer import embed_rows
-from whatsreal.models.contrastive import single_overrides
+from whatsreal.models.contrastive import load_pretrained, single_overrides
 from whatsreal.simulate.lightcurves import write_lightcurve_store
 from whatsreal.store import ObservationStore
 from whatsreal.train.contrastive import ContrastiveTrainConfig, fit_contrastive, trained_steps
@@ -52,6 +53,11 @@ def main() -> None:
     )
     ap.add_argument("--goals-only", action="store_true", help="recompute the goals, train nothing")
     ap.add_argument(
+        "--instrument-model-only",
+        action="store_true",
+        help="score the saved self-calibrated runs' instrument models, train nothing",
+    )
+    ap.add_argument(
         "--single-seeds",
         default="",
         help="comma-separated training seeds: train only the two singles beside single_beside "
@@ -73,7 +79,7 @@ def main() -> None:
     result_path = HERE / "results" / f"{cfg['name']}.json"
     results = json.loads(result_path.read_text()) if result_path.is_file() else {}
     command = " ".join(["python", "benchmarks/separation_lightcurves.py", *sys.argv[1:]])
-    if not args.goals_only:  # the command that trained the runs stays the one quoted
+    if not (args.goals_only or args.instrument_model_only):  # the training command is quoted
         results["command"] = command
     results.update(
         {
@@ -94,6 +100,8 @@ def main() -> None:
         if "instrument" in z:
             feats["instrument"] = z["instrument"]
         ev = evaluate_features(feats, store, tcfg.splits, settings)
+        if getattr(model, "self_calibrated", False):
+            ev["instrument_model"] = instrument_model_recovery(model, store, tcfg.splits)
         main_key = "latent" if "latent" in feats else "star"
         results["runs"][name] = {
             "kind": kind,
@@ -177,6 +185,20 @@ def main() -> None:
         raise SystemExit(
             f"--single-seeds {args.single_seeds!r}: give comma-separated integers, e.g. 1,2"
         ) from None
+    if args.instrument_model_only:
+        for v in chosen:
+            model_dir = Path(cfg["out"]) / v / "model"
+            if v not in results["runs"] or not model_dir.is_dir():
+                raise SystemExit(f"{v}: no finished run in {model_dir.parent}; train it first")
+            model = load_pretrained(model_dir)
+            if getattr(model, "self_calibrated", False):
+                splits = variant_config(v)[0].splits
+                results["runs"][v]["instrument_model"] = instrument_model_recovery(
+                    model, store, splits
+                )
+                print(f"[{v}] instrument model: {results['runs'][v]['instrument_model']}")
+        atomic_write_json(result_path, results)
+        return
     training = not (args.singles_only or args.goals_only or seeds)
     for v in chosen if training else []:
         tcfg, steps = variant_config(v)
