@@ -73,6 +73,7 @@ def main() -> None:
         "minutes_per_model": args.minutes,
         "targets": targets,
         "dual_vs_single_at_most_300_labels": dual_vs_single,
+        **{k: r[k] for k in ("lomb_scargle_calibrated", "instrument_model") if k in r},
         **{
             k: r[k]
             for k in (
