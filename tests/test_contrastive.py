@@ -473,3 +473,34 @@ def test_spectral_branch_in_both_models_and_round_trip(tmp_path):
             a, b = back.embed(x), model.embed(x)
         a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("single_latent", [False, True])
+def test_spectrum_term_asks_the_latent_for_the_log_periodogram(single_latent):
+    """``spectrum_weight``: a head on the star (or single) latent predicts the standardised
+    log periodogram of what that encoder read (the calibrated series for a self-calibrated
+    model); the term is in the objective and a head that predicts it exactly scores 0."""
+    from whatsreal.models.conformer import masked_periodogram
+
+    torch.manual_seed(0)
+    over = {"spectrum_weight": 0.5}
+    if not single_latent:
+        over["calibration_weight"] = 1.0
+    model = build_contrastive_model("tiny", 1, 32, single_latent=single_latent, **over)
+    x = torch.randn(8, 1, 32)
+    source, instrument = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), torch.arange(8) % 2
+    out = model.loss(x, source, instrument)
+    rest = sum(v for k, v in out.items() if k not in ("total", "spectrum"))
+    torch.testing.assert_close(out["total"], rest + 0.5 * out["spectrum"])
+    head = model.spectrum_head
+    seen = model(x)["x_phys"] if not single_latent else x
+    power = torch.log(masked_periodogram(seen, head.freqs) + 1e-4).flatten(1)
+    want = (power - power.mean(0)) / power.std(0)
+
+    class Exact(torch.nn.Module):
+        def forward(self, z):
+            return want
+
+    head.net = Exact()
+    z = model(x)["z" if single_latent else "z_phys"]
+    assert float(head.loss(z, seen)) == pytest.approx(0.0, abs=1e-8)

@@ -42,7 +42,7 @@ from whatsreal.models.base import (
     load_pretrained,
     register_model,
 )
-from whatsreal.models.conformer import ConformerEncoder
+from whatsreal.models.conformer import ConformerEncoder, masked_periodogram
 
 __all__ = [
     "CONTRASTIVE_PRESETS",
@@ -218,6 +218,29 @@ def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
 
 
+class _SpectrumHead(nn.Module):
+    """Predicts, from a latent, the log periodogram of the series it was encoded from
+    (standardised over the batch, bin by bin). A star's light curve without its phase is its
+    power spectrum; asking the star latent for it keeps what a probe of periods needs,
+    including weak harmonics, which the InfoNCE term alone can drop once the stars of a batch
+    are told apart."""
+
+    def __init__(self, latent_dim: int, hidden: int, in_channels: int, bins: int) -> None:
+        super().__init__()
+        if bins < 1:
+            raise ConfigError(f"spectrum_bins must be >= 1; got {bins}")
+        self.net = _mlp(latent_dim, hidden, in_channels * bins)
+        self.register_buffer("freqs", torch.arange(1, bins + 1) / (2.0 * bins), persistent=False)
+
+    def loss(self, z: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """MSE between the predicted and the batch-standardised log power of x (B, C, T)."""
+        with torch.no_grad():
+            power = masked_periodogram(x.detach(), self.freqs, mask).flatten(1)
+            target = torch.log(power + 1e-4)
+            target = (target - target.mean(dim=0)) / target.std(dim=0).clamp_min(1e-3)
+        return F.mse_loss(self.net(z).float(), target)
+
+
 # The InfoNCE projection heads, by name (``projection_head``; builders of (in, hidden, out)):
 # SimCLR's MLP (seed 001's), a linear map, or none. With none the InfoNCE terms act on the
 # latent itself, so the latent, not only the head's output, becomes invariant to what the
@@ -314,6 +337,8 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         inst_depth: int | None = None,
         calibration_weight: float = 0.0,
         spectral: bool = False,
+        spectrum_weight: float = 0.0,
+        spectrum_bins: int = 96,
     ) -> None:
         super().__init__()
         if projection_head not in PROJECTION_HEADS:
@@ -339,6 +364,8 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
             raise ConfigError(f"agreement_weight must be >= 0; got {agreement_weight}")
         if calibration_weight < 0:
             raise ConfigError(f"calibration_weight must be >= 0; got {calibration_weight}")
+        if spectrum_weight < 0:
+            raise ConfigError(f"spectrum_weight must be >= 0; got {spectrum_weight}")
         self.config = constructor_args(type(self), locals())
         self.phys_negatives = phys_negatives
         self.adversary_weight = float(adversary_weight)
@@ -372,6 +399,9 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
             # the instrument model: mean curve and spread, (2, C, T), from the instrument latent
             self.calibrator = _Decoder(fusion_dim, decoder_hidden, 2 * in_channels, length)
             self.calibrator_in = _mlp(latent_dim, g_hidden, fusion_dim)
+        self.spectrum_weight = float(spectrum_weight)
+        if self.spectrum_weight > 0:
+            self.spectrum_head = _SpectrumHead(latent_dim, g_hidden, in_channels, spectrum_bins)
 
     @property
     def self_calibrated(self) -> bool:
@@ -397,7 +427,7 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         objective cannot bend it."""
         z_inst = self.encoder_inst(x, mask)
         if not self.self_calibrated:
-            return {"z_phys": self.encoder_phys(x, mask), "z_inst": z_inst}
+            return {"z_phys": self.encoder_phys(x, mask), "z_inst": z_inst, "x_phys": x}
         length = self.decoder.shape[1]
         if x.shape[-1] != length:
             raise ValueError(
@@ -409,7 +439,7 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         if mask is not None:
             xc = torch.where(mask.to(x.device).bool()[:, None, :], xc, torch.zeros_like(xc))
         z_phys = self.encoder_phys(xc, mask)
-        return {"z_phys": z_phys, "z_inst": z_inst, "mu": mu, "sigma": sigma}
+        return {"z_phys": z_phys, "z_inst": z_inst, "mu": mu, "sigma": sigma, "x_phys": xc}
 
     def instrument_model(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """What the instrument latent of each series says its instrument records for a random
@@ -448,7 +478,8 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         (``adversary_weight``) makes the star encoder hide the instrument; an agreement term
         (``agreement_weight``) pulls each star latent to its star's mean over instruments;
         ``calibration_weight`` trains the instrument model the physics encoder divides out
-        (:func:`instrument_calibration_nll`)."""
+        (:func:`instrument_calibration_nll`); ``spectrum_weight`` asks the star latent for the
+        log periodogram of what the star encoder read."""
         out = self(x, mask)
         recon = masked_mse(out["recon"], x, mask)
         groups = instrument if self.phys_negatives == "same_instrument" else None
@@ -469,6 +500,9 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
                 out["mu"], out["sigma"], x, source, instrument, mask
             )
             total = total + self.calibration_weight * losses["calib"]
+        if self.spectrum_weight > 0:
+            losses["spectrum"] = self.spectrum_head.loss(out["z_phys"], out["x_phys"], mask)
+            total = total + self.spectrum_weight * losses["spectrum"]
         return {"total": total, **losses}
 
 
@@ -501,8 +535,12 @@ class SingleLatentModel(PretrainedMixin, nn.Module):
         recon_weight: float = 1.0,
         phys_weight: float = 1.0,
         spectral: bool = False,
+        spectrum_weight: float = 0.0,
+        spectrum_bins: int = 96,
     ) -> None:
         super().__init__()
+        if spectrum_weight < 0:
+            raise ConfigError(f"spectrum_weight must be >= 0; got {spectrum_weight}")
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         if not tau > 0:
@@ -525,6 +563,9 @@ class SingleLatentModel(PretrainedMixin, nn.Module):
         self.head = _mlp(latent_dim, proj_hidden, proj_dim)
         self.g = _mlp(latent_dim, g_hidden, fusion_dim)
         self.decoder = _Decoder(fusion_dim, decoder_hidden, in_channels, length)
+        self.spectrum_weight = float(spectrum_weight)
+        if self.spectrum_weight > 0:
+            self.spectrum_head = _SpectrumHead(latent_dim, g_hidden, in_channels, spectrum_bins)
 
     def embed(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """The single latent (B, latent_dim), without the projection head."""
@@ -542,12 +583,17 @@ class SingleLatentModel(PretrainedMixin, nn.Module):
         instrument: Tensor | None = None,
         mask: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Masked MSE + InfoNCE by source; ``instrument`` is accepted (common call) and ignored."""
+        """Masked MSE + InfoNCE by source (+ the spectrum term, ``spectrum_weight``);
+        ``instrument`` is accepted (common call) and ignored."""
         out = self(x, mask)
         recon = masked_mse(out["recon"], x, mask)
         phys = multi_positive_info_nce(self.head(out["z"]), source, self.tau)
         total = self.weights["recon"] * recon + self.weights["phys"] * phys
-        return {"total": total, "recon": recon, "phys": phys}
+        losses = {"recon": recon, "phys": phys}
+        if self.spectrum_weight > 0:
+            losses["spectrum"] = self.spectrum_head.loss(out["z"], x, mask)
+            total = total + self.spectrum_weight * losses["spectrum"]
+        return {"total": total, **losses}
 
 
 # Named presets (timm-style registry). "paper" is seed 001 App. B; tau, dropout, kernel and the
