@@ -22,6 +22,7 @@ from whatsreal.evaluate.lightcurves import (
     evaluate_features,
     instrument_model_recovery,
     lightcurve_separation_goals,
+    lomb_scargle_anchor,
     seed_group_goals,
     single_name,
     single_tag,
@@ -53,6 +54,11 @@ def main() -> None:
     )
     ap.add_argument("--goals-only", action="store_true", help="recompute the goals, train nothing")
     ap.add_argument(
+        "--anchors",
+        action="store_true",
+        help="only the Lomb-Scargle anchors, on the raw and the instrument-calibrated series",
+    )
+    ap.add_argument(
         "--instrument-model-only",
         action="store_true",
         help="score the saved self-calibrated runs' instrument models, train nothing",
@@ -79,7 +85,9 @@ def main() -> None:
     result_path = HERE / "results" / f"{cfg['name']}.json"
     results = json.loads(result_path.read_text()) if result_path.is_file() else {}
     command = " ".join(["python", "benchmarks/separation_lightcurves.py", *sys.argv[1:]])
-    if not (args.goals_only or args.instrument_model_only):  # the training command is quoted
+    if not (
+        args.goals_only or args.instrument_model_only or args.anchors
+    ):  # the training command is quoted
         results["command"] = command
     results.update(
         {
@@ -185,6 +193,19 @@ def main() -> None:
         raise SystemExit(
             f"--single-seeds {args.single_seeds!r}: give comma-separated integers, e.g. 1,2"
         ) from None
+    if args.anchors:
+        splits = base.splits
+        results["anchors"] = {
+            "lomb_scargle": lomb_scargle_anchor(store, splits),
+            "lomb_scargle_calibrated": lomb_scargle_anchor(store, splits, calibrated=True),
+        }
+        for name, a in results["anchors"].items():
+            print(
+                f"{name}: R²(θ0) {a['r2_theta0']:.3f}, "
+                f"within 5% {a['fraction_period_within_5pct']:.3f}"
+            )
+        atomic_write_json(result_path, results)
+        return
     if args.instrument_model_only:
         for v in chosen:
             model_dir = Path(cfg["out"]) / v / "model"

@@ -48,11 +48,16 @@ class LightCurveTrackConfig:
     sim_seed: int = 0
     sim_overrides: dict[str, Any] = field(default_factory=dict)
     train: ContrastiveTrainConfig = field(default_factory=ContrastiveTrainConfig)
-    # model options for the dual model only (issue 10's levers); the baseline stays seed 001's.
-    # Kept: the agreement term (at equal steps: star-latent instrument id 0.331 -> 0.210,
-    # R²(θ0) at 100 labels 0.573 -> 0.615; docs/separation.md). {} is seed 001's loss. The
-    # presets' batches of 32 stars x 8 views (KEPT_BATCH) are the other kept lever.
-    dual_overrides: dict[str, Any] = field(default_factory=lambda: {"agreement_weight": 1.0})
+    # model options for the dual model (issue 10's levers); the baseline shares only its
+    # architecture options (single_overrides). Kept: the agreement term (at equal steps:
+    # star-latent instrument id 0.331 -> 0.210, R²(θ0) at 100 labels 0.573 -> 0.615) and
+    # self-calibration (over three seeds on 32 x 8 batches: star-latent instrument id
+    # 0.160 -> 0.070, R²(θ0) at 1,000 labels 0.756 -> 0.809; docs/separation.md). {} is
+    # seed 001's loss. The presets' batches of 32 stars x 8 views (KEPT_BATCH) are the other
+    # kept lever.
+    dual_overrides: dict[str, Any] = field(
+        default_factory=lambda: {"agreement_weight": 1.0, "calibration_weight": 1.0}
+    )
     # the single-latent baseline trains for exactly the dual model's optimizer steps, so a
     # loaded machine slows the run without changing the comparison
     equal_steps: bool = True
