@@ -504,3 +504,37 @@ def test_spectrum_term_asks_the_latent_for_the_log_periodogram(single_latent):
     head.net = Exact()
     z = model(x)["z" if single_latent else "z_phys"]
     assert float(head.loss(z, seen)) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_mlp_instrument_encoder_reads_fixed_times_and_is_cheap(tmp_path):
+    """``inst_encoder="mlp"``: the instrument encoder is an MLP over the series' samples and
+    mask, a fraction of the Conformer's size; masked samples do not reach it; a series of
+    another length is refused in one line; the model trains a step and reloads."""
+    from whatsreal.errors import ConfigError
+    from whatsreal.models.contrastive import SeriesMLP
+
+    torch.manual_seed(0)
+    model = build_contrastive_model("cpu", 1, 40, inst_encoder="mlp", calibration_weight=1.0)
+    conf = build_contrastive_model("cpu", 1, 40)
+    assert isinstance(model.encoder_inst, SeriesMLP)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(model.encoder_inst) < n(conf.encoder_inst) / 2
+    x = torch.randn(6, 1, 40)
+    out = model.loss(x, torch.tensor([0, 0, 1, 1, 2, 2]), torch.arange(6) % 2)
+    out["total"].backward()
+    assert torch.isfinite(out["total"])
+    model.eval()
+    mask = torch.ones(6, 40, dtype=torch.bool)
+    mask[:, 30:] = False
+    garbage = x.clone()
+    garbage[:, :, 30:] = 1e6
+    with torch.no_grad():
+        torch.testing.assert_close(model.encoder_inst(x, mask), model.encoder_inst(garbage, mask))
+    with pytest.raises(ValueError, match="training length"):
+        model.encoder_inst(torch.randn(2, 1, 50))
+    model.save_pretrained(tmp_path / "m")
+    back = load_pretrained(tmp_path / "m").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back.embed(x)[1], model.embed(x)[1])
+    with pytest.raises(ConfigError, match="inst_encoder must be one of"):
+        build_contrastive_model("tiny", 1, 40, inst_encoder="cnn")

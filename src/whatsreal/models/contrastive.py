@@ -46,7 +46,9 @@ from whatsreal.models.conformer import ConformerEncoder, masked_periodogram
 
 __all__ = [
     "CONTRASTIVE_PRESETS",
+    "INSTRUMENT_ENCODERS",
     "ContrastiveDualModel",
+    "SeriesMLP",
     "SingleLatentModel",
     "build_contrastive_model",
     "load_pretrained",
@@ -292,6 +294,49 @@ def _instrument_encoder_args(
     return args
 
 
+class SeriesMLP(nn.Module):
+    """An encoder that reads a series sample by sample at fixed times: an MLP over the
+    (C, T) values and the validity mask, to a latent. It has no translation invariance, which
+    is what an instrument encoder wants when an instrument's drifts are tied to the time of
+    the observation (every star seen by one camera in one sector shares its time axis), and
+    it costs a fraction of a Conformer. Tied to the training length T."""
+
+    def __init__(self, in_channels: int, length: int, hidden: int, latent_dim: int) -> None:
+        super().__init__()
+        if min(in_channels, length, hidden, latent_dim) < 1:
+            raise ValueError(
+                f"in_channels, length, hidden and latent_dim must be >= 1; got {in_channels}, "
+                f"{length}, {hidden}, {latent_dim}"
+            )
+        self.shape = (in_channels, length)
+        self.net = nn.Sequential(
+            nn.Linear((in_channels + 1) * length, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, latent_dim),
+        )
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Latent (B, latent_dim) of x (B, C, T); invalid samples (mask False) are zeroed."""
+        if tuple(x.shape[1:]) != self.shape:
+            raise ValueError(
+                f"this instrument encoder reads series of shape (batch, {self.shape[0]}, "
+                f"{self.shape[1]}) (its training length); got {tuple(x.shape)}"
+            )
+        valid = (
+            torch.ones(x.shape[0], x.shape[-1], dtype=torch.bool, device=x.device)
+            if mask is None
+            else mask.to(device=x.device, dtype=torch.bool)
+        )
+        xz = torch.where(valid[:, None, :], x, torch.zeros((), dtype=x.dtype, device=x.device))
+        return self.net(torch.cat([xz.flatten(1), valid.to(x.dtype)], dim=1))
+
+
+# The instrument encoder's architecture, by name (``inst_encoder``).
+INSTRUMENT_ENCODERS = ("conformer", "mlp")
+
+
 @register_model
 class ContrastiveDualModel(PretrainedMixin, nn.Module):
     """Physics and instrument encoders, multiplicative decoder and two InfoNCE losses (seed 001).
@@ -304,7 +349,8 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
     none: an instrument's drifts are tied to the time of the observation, not periodic).
     ``calibration_weight`` > 0 makes the model self-calibrating: the instrument latent
     predicts its instrument's mean curve and spread, and the star encoder reads the series
-    with them divided out.
+    with them divided out. ``inst_encoder="mlp"`` makes the instrument encoder a
+    :class:`SeriesMLP` (hidden width 4 x ``inst_width`` or ``width``) instead of a Conformer.
     """
 
     def __init__(
@@ -339,8 +385,13 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         spectral: bool = False,
         spectrum_weight: float = 0.0,
         spectrum_bins: int = 96,
+        inst_encoder: str = "conformer",
     ) -> None:
         super().__init__()
+        if inst_encoder not in INSTRUMENT_ENCODERS:
+            raise ConfigError(
+                f"inst_encoder must be one of {INSTRUMENT_ENCODERS}; got {inst_encoder!r}"
+            )
         if projection_head not in PROJECTION_HEADS:
             raise ConfigError(
                 f"projection_head must be one of {sorted(PROJECTION_HEADS)}; got "
@@ -384,9 +435,13 @@ class ContrastiveDualModel(PretrainedMixin, nn.Module):
         self.tau = tau
         self.weights = {"recon": recon_weight, "phys": phys_weight, "inst": inst_weight}
         self.encoder_phys = ConformerEncoder(**enc, spectral=spectral)
-        self.encoder_inst = ConformerEncoder(
-            **_instrument_encoder_args(enc, inst_width, inst_depth)
-        )
+        if inst_encoder == "mlp":
+            hidden = 4 * (inst_width or width)
+            self.encoder_inst = SeriesMLP(in_channels, length, hidden, latent_dim)
+        else:
+            self.encoder_inst = ConformerEncoder(
+                **_instrument_encoder_args(enc, inst_width, inst_depth)
+            )
         self.head_phys = PROJECTION_HEADS[projection_head](latent_dim, proj_hidden, proj_dim)
         self.head_inst = PROJECTION_HEADS[projection_head](latent_dim, proj_hidden, proj_dim)
         self.g_phys = _mlp(latent_dim, g_hidden, fusion_dim)
