@@ -170,22 +170,40 @@ def main() -> None:
         batch = [single.sources_per_batch, single.views_per_source]
         tag = single_tag(single.model_overrides)
         names = {kind: single_name(kind, single.seed, tag) for kind in SINGLES}
-        for name in names.values():
-            old = results["runs"].get(name)
-            b = (old or {}).get("batch", [base.sources_per_batch, base.views_per_source])
-            if old and b != batch:  # a single of other batches is kept beside the new one
-                results["runs"][f"{name}_{b[0]}x{b[1]}"] = old
         seed_note = f", seed {single.seed}" if single.seed else ""
-        run(
-            names["single_equal_time"],
-            replace(single, max_minutes=wall),
-            f"single, equal wall-clock ({wall:.1f} min) as {beside}{seed_note}",
-        )
-        run(
-            names["single_equal_steps"],
-            replace(single, max_steps=done["steps"], max_minutes=None),
-            f"single, {done['steps']} steps as {beside}{seed_note}",
-        )
+        budgets = {
+            "single_equal_time": (
+                replace(single, max_minutes=wall),
+                f"single, equal wall-clock ({wall:.1f} min) as {beside}{seed_note}",
+            ),
+            "single_equal_steps": (
+                replace(single, max_steps=done["steps"], max_minutes=None),
+                f"single, {done['steps']} steps as {beside}{seed_note}",
+            ),
+        }
+        for kind, (tcfg, label) in budgets.items():
+            name = names[kind]
+            old = results["runs"].get(name)
+            if old:
+                b = old.get("batch") or [base.sources_per_batch, base.views_per_source]
+                same_budget = (
+                    old.get("max_steps") == tcfg.max_steps
+                    if tcfg.max_steps
+                    else abs((old.get("max_minutes") or 0) - tcfg.max_minutes) < 0.01 * wall
+                )
+                if b == batch and same_budget and (old.get("seed") or 0) == tcfg.seed:
+                    print(f"[{name}] reused: the same seed, batches and budget", flush=True)
+                    continue  # training is deterministic for a seed: the same run again
+                # a single of other batches or another budget is kept beside the new one
+                suffix = (
+                    f"{b[0]}x{b[1]}"
+                    if b != batch
+                    else f"{old['max_steps']}steps"
+                    if old.get("max_steps")
+                    else f"{old.get('max_minutes', 0):.1f}min"
+                )
+                results["runs"][f"{name}_{suffix}"] = old
+            run(name, tcfg, label)
 
     try:
         seeds = [int(x) for x in args.single_seeds.split(",") if x]

@@ -738,19 +738,32 @@ def test_lightcurve_separation_goals_known_answers():
 def test_seed_group_goals_pair_singles_by_seed_and_judge_the_mean():
     from whatsreal.evaluate.lightcurves import seed_group_goals
 
-    def dual(star, r100):
+    def dual(star, r100, seconds=600.0):
         return {
             "instrument_accuracy": {"star": star, "instrument": 0.99},
             "r2_at_100": r100,
             "r2_at_1000": 0.8,
+            "steps": 1000,
+            "train_seconds": seconds,
+            "overrides": {"agreement_weight": 1.0},
+        }
+
+    def single(r100, seed, steps=None, minutes=None):
+        return {
+            "kind": "single",
+            "r2_at_100": r100,
+            "seed": seed,
+            "overrides": {},
+            "max_steps": steps,
+            "max_minutes": minutes,
         }
 
     runs = {
         "d0": dual(0.06, 0.70),
-        "d1": dual(0.20, 0.50),
-        "single_equal_steps": {"r2_at_100": 0.60},  # seed 0
-        "single_equal_steps_seed1": {"r2_at_100": 0.40},
-        "single_equal_time": {"r2_at_100": 0.65},  # seed 0 only: no margin over the seeds
+        "d1": dual(0.20, 0.50, seconds=500.0),  # its own time differs: seed 0's counts
+        "single_equal_steps": single(0.60, 0, steps=1000),
+        "single_equal_steps_seed1": single(0.40, 1, steps=1000),
+        "single_equal_time": single(0.65, 0, minutes=10.0),  # seed 0 only: no group margin
     }
     g = seed_group_goals(runs, {"d0": 0, "d1": 1, "not_run": 2})
     assert g["runs"] == ["d0", "d1"] and g["seeds"] == [0, 1]
@@ -761,11 +774,68 @@ def test_seed_group_goals_pair_singles_by_seed_and_judge_the_mean():
     assert steps["per_seed"] == pytest.approx([0.10, 0.10])  # each dual against its own seed
     assert steps["met"] and steps["std"] == pytest.approx(0.0)
     assert "dual - single at 100 labels, equal time, >= 0.05" not in g["goals"]
+    runs["single_equal_time_seed1"] = single(0.30, 1, minutes=10.0)
+    g = seed_group_goals(runs, {"d0": 0, "d1": 1})  # d1's 500 s: seed 0's 600 s is the budget
+    assert g["goals"]["dual - single at 100 labels, equal time, >= 0.05"]["per_seed"] == (
+        pytest.approx([0.05, 0.20])
+    )
     with pytest.raises(KeyError, match="has been run"):
         seed_group_goals(runs, {"nothing": 0})
     runs["d0"]["batch"], runs["single_equal_steps"]["batch"] = [32, 8], [64, 4]
     g = seed_group_goals(runs, {"d0": 0, "d1": 1})  # seed 0's single trained on other batches
     assert "dual - single at 100 labels, equal steps, >= 0.05" not in g["goals"]
+
+
+def test_paired_single_matches_the_budget_and_keeps_older_singles_apart():
+    """Equal steps pairs a single of exactly the dual's steps; equal time one whose budget
+    is within 5% of the dual's measured seconds, whatever its name, so a single kept from
+    an earlier, longer budget is never set beside a faster dual."""
+    from whatsreal.evaluate.lightcurves import lightcurve_separation_goals, paired_single
+
+    runs = {
+        "fast": {
+            "instrument_accuracy": {"star": 0.05, "instrument": 0.99},
+            "r2_at_100": 0.70,
+            "r2_at_1000": 0.85,
+            "steps": 1193,
+            "train_seconds": 380.0,
+            "overrides": {"calibration_weight": 1.0},
+            "batch": [32, 8],
+        },
+        "single_equal_time": {
+            "kind": "single",
+            "seed": 0,
+            "overrides": {},
+            "batch": [32, 8],
+            "max_minutes": 11.0,
+            "r2_at_100": 0.60,
+        },
+        "single_equal_time_6.3min": {
+            "kind": "single",
+            "seed": 0,
+            "overrides": {},
+            "batch": [32, 8],
+            "max_minutes": 6.3,
+            "r2_at_100": 0.55,
+        },
+        "single_equal_steps": {
+            "kind": "single",
+            "seed": 0,
+            "overrides": {},
+            "batch": [32, 8],
+            "max_steps": 1193,
+            "r2_at_100": 0.50,
+        },
+    }
+    assert paired_single(runs, "fast", "single_equal_time") == "single_equal_time_6.3min"
+    assert paired_single(runs, "fast", "single_equal_steps") == "single_equal_steps"
+    assert paired_single(runs, "fast", "single_equal_time", seed=1) is None
+    g = lightcurve_separation_goals(runs, "fast")
+    time_margin = g["dual - single at 100 labels, equal time, >= 0.05"]
+    assert time_margin["against"] == "single_equal_time_6.3min"
+    assert time_margin["value"] == pytest.approx(0.15)
+    del runs["single_equal_time_6.3min"]
+    assert paired_single(runs, "fast", "single_equal_time") is None  # 11 min is not 6.3
 
 
 def test_singles_share_the_dual_models_architecture_and_are_paired_by_it():

@@ -176,16 +176,57 @@ def single_name(kind: str, seed: int = 0, tag: str = "") -> str:
     return name if seed == 0 else f"{name}_seed{seed}"
 
 
+def paired_single(
+    runs: Mapping[str, dict],
+    dual: str,
+    kind: str,
+    seed: int = 0,
+    reference_seconds: float | None = None,
+    tolerance: float = 0.05,
+) -> str | None:
+    """The single-latent run to set beside the dual run ``dual`` for ``kind`` (of
+    :data:`SINGLE_KINDS`): trained with training seed ``seed``, the dual's batches and its
+    architecture options (:func:`~whatsreal.models.contrastive.single_overrides`), and the
+    dual's budget: exactly its optimizer steps (equal steps), or a wall-clock budget within
+    ``tolerance`` of ``reference_seconds`` (default: the dual's own measured training
+    seconds; equal wall-clock). The plain name (:func:`single_name`) is preferred when it
+    qualifies; None when no run does."""
+    d = runs[dual]
+    want = single_overrides(d.get("overrides") or {})
+    seconds = reference_seconds or d.get("train_seconds")
+
+    def qualifies(r: Mapping[str, Any]) -> bool:
+        if not str(r.get("kind", "")).startswith("single") or (r.get("seed") or 0) != seed:
+            return False
+        if (r.get("overrides") or {}) != want:
+            return False
+        if d.get("batch") and r.get("batch") and list(r["batch"]) != list(d["batch"]):
+            return False
+        if kind == "single_equal_steps":
+            return r.get("max_steps") is not None and r["max_steps"] == d.get("steps")
+        minutes = r.get("max_minutes")
+        return bool(seconds and minutes) and abs(minutes * 60 - seconds) <= tolerance * seconds
+
+    plain = single_name(kind, seed, single_tag(want))
+    names = [plain] + [n for n in runs if n != plain]
+    return next((n for n in names if n in runs and qualifies(runs[n])), None)
+
+
 def lightcurve_separation_goals(
-    runs: Mapping[str, dict], dual: str, seed: int = 0, fallback: bool = True
+    runs: Mapping[str, dict],
+    dual: str,
+    seed: int = 0,
+    fallback: bool = True,
+    reference_seconds: float | None = None,
 ) -> dict[str, dict]:
-    """Issue 10's light-curve goals for the dual run ``dual`` beside the single-latent runs
-    of the same training seed and architecture where there are some
-    (``single_equal_steps_seed1``, ``single_equal_steps_spectral``, ...), else beside
-    ``single_equal_steps`` and ``single_equal_time`` of that architecture (when present, and
-    ``fallback``; without it, also only singles of the dual's batches): {goal: {value, goal,
-    met, ...}}, the margins naming the single they are taken against. Each run holds
-    ``instrument_accuracy``, ``r2_at_100``/``r2_at_1000`` and its ``overrides``."""
+    """Issue 10's light-curve goals for the dual run ``dual``: {goal: {value, goal, met,
+    ...}}. The margins over the single latent are taken against :func:`paired_single`'s
+    run of the dual's seed, batches, architecture and budget (its steps; its wall-clock, or
+    ``reference_seconds``), and name it. With ``fallback``, a margin without such a run is
+    taken against the plain-named single of the dual's architecture (seed ``seed``, else 0)
+    where there is one; without it, the margin is left out. Each run holds
+    ``instrument_accuracy``, ``r2_at_100``/``r2_at_1000``, its ``overrides`` and, for the
+    singles, their ``seed``, ``batch``, ``max_steps`` and ``max_minutes``."""
     d = runs[dual]
     tag = single_tag(single_overrides(d.get("overrides") or {}))
     acc = d["instrument_accuracy"]
@@ -204,12 +245,11 @@ def lightcurve_separation_goals(
     }
     against = {}
     for kind, label in SINGLE_KINDS:
-        key = single_name(kind, seed, tag)
-        if key not in runs and fallback:
-            key = single_name(kind, 0, tag)
-        batches = [runs[r].get("batch") for r in (key, dual) if r in runs]
-        if not fallback and None not in batches and len(set(map(tuple, batches))) > 1:
-            continue  # strict pairing: the single must have trained on the dual's batches
+        key = paired_single(runs, dual, kind, seed, reference_seconds)
+        if key is None and fallback:
+            key = single_name(kind, seed, tag)
+            if key not in runs:
+                key = single_name(kind, 0, tag)
         if key in runs:
             diff = d["r2_at_100"] - runs[key]["r2_at_100"]
             name = f"dual - single at 100 labels, {label}, >= 0.05"
@@ -225,13 +265,21 @@ def seed_group_goals(runs: Mapping[str, dict], members: Mapping[str, int]) -> di
     """The goals over several training seeds of one config: ``members`` maps each dual run
     to its seed. Each goal's value is judged on the mean over the seeds (the margins: the
     duals' mean R² less the mean of their seed-matched singles, as
-    :func:`lightcurve_separation_goals` pairs them), beside every seed's own value, since one
-    seed spans as much as most levers. {"seeds", "runs", "goals": {goal: {value, std,
-    per_seed, goal, met}}}."""
+    :func:`lightcurve_separation_goals` pairs them, the equal-time singles against the first
+    member's measured wall-clock, for which every seed's single trains), beside every seed's
+    own value, since one seed spans as much as most levers. {"seeds", "runs", "goals":
+    {goal: {value, std, per_seed, goal, met}}}."""
     present = {v: s for v, s in members.items() if v in runs}
     if not present:
         raise KeyError(f"none of the runs {sorted(members)} has been run")
-    per = {v: lightcurve_separation_goals(runs, v, s, fallback=False) for v, s in present.items()}
+    # the singles of every seed train for the first member's measured wall-clock
+    reference = (
+        runs[next(iter(members))].get("train_seconds") if next(iter(members)) in runs else None
+    )
+    per = {
+        v: lightcurve_separation_goals(runs, v, s, fallback=False, reference_seconds=reference)
+        for v, s in present.items()
+    }
     goals: dict[str, dict] = {}
     for name, first in next(iter(per.values())).items():
         vals = [per[v][name]["value"] for v in present if name in per[v]]
