@@ -58,9 +58,9 @@ def test_demo_preset_trains_fixed_steps_so_the_load_cannot_change_its_figures():
     from whatsreal.pipelines.lightcurves import track_config
 
     cfg = track_config("demo")
-    assert cfg.train.max_steps == 240 and cfg.train.max_minutes is None
+    assert cfg.train.max_steps == 400 and cfg.train.max_minutes is None
     assert cfg.equal_steps
-    assert track_config("demo", train={"max_minutes": 1.0}).train.max_steps == 240
+    assert track_config("demo", train={"max_minutes": 1.0}).train.max_steps == 400
 
 
 def test_demo_and_paper_presets_train_both_models_on_the_kept_batches():
