@@ -24,6 +24,7 @@ from whatsreal.evaluate.lightcurves import (
     lightcurve_separation_goals,
     lomb_scargle_anchor,
     seed_group_goals,
+    single_fits,
     single_name,
     single_tag,
 )
@@ -186,12 +187,16 @@ def main() -> None:
             old = results["runs"].get(name)
             if old:
                 b = old.get("batch") or [base.sources_per_batch, base.views_per_source]
-                same_budget = (
-                    old.get("max_steps") == tcfg.max_steps
-                    if tcfg.max_steps
-                    else abs((old.get("max_minutes") or 0) - tcfg.max_minutes) < 0.01 * wall
+                same = single_fits(
+                    {**old, "batch": b},
+                    seed=tcfg.seed,
+                    overrides=tcfg.model_overrides,
+                    batch=batch,
+                    steps=tcfg.max_steps,
+                    seconds=None if tcfg.max_steps else tcfg.max_minutes * 60,
+                    tolerance=0.01,
                 )
-                if b == batch and same_budget and (old.get("seed") or 0) == tcfg.seed:
+                if same:
                     print(f"[{name}] reused: the same seed, batches and budget", flush=True)
                     continue  # training is deterministic for a seed: the same run again
                 # a single of other batches or another budget is kept beside the new one

@@ -786,6 +786,34 @@ def test_seed_group_goals_pair_singles_by_seed_and_judge_the_mean():
     assert "dual - single at 100 labels, equal steps, >= 0.05" not in g["goals"]
 
 
+def test_single_fits_checks_seed_options_batches_and_budget():
+    """single_fits: a single of the asked seed, options, batches and budget fits; a change in
+    any one of them does not, and a dual run never does."""
+    from whatsreal.evaluate.lightcurves import single_fits
+
+    run = {
+        "kind": "single, 1850 steps",
+        "seed": 1,
+        "overrides": {"spectral": True},
+        "batch": [32, 8],
+        "max_steps": 1850,
+        "max_minutes": None,
+    }
+    ask = {"seed": 1, "overrides": {"spectral": True}, "batch": [32, 8]}
+    assert single_fits(run, steps=1850, **ask)
+    assert not single_fits(run, steps=1193, **ask)
+    assert not single_fits(run, steps=1850, **{**ask, "seed": 0})
+    assert not single_fits(run, steps=1850, **{**ask, "overrides": {}})
+    assert not single_fits(run, steps=1850, **{**ask, "batch": [64, 4]})
+    assert not single_fits({**run, "kind": "dual, 1850 steps"}, steps=1850, **ask)
+    timed = {**run, "max_steps": None, "max_minutes": 8.8}
+    assert single_fits(timed, seconds=8.8 * 60, **ask)
+    assert single_fits(timed, seconds=9.0 * 60, **ask)  # within 5%
+    assert not single_fits(timed, seconds=9.0 * 60, tolerance=0.01, **ask)
+    assert not single_fits(timed, seconds=11.0 * 60, **ask)
+    assert not single_fits(timed, steps=1850, **ask)  # a timed single has no step budget
+
+
 def test_paired_single_matches_the_budget_and_keeps_older_singles_apart():
     """Equal steps pairs a single of exactly the dual's steps; equal time one whose budget
     is within 5% of the dual's measured seconds, whatever its name, so a single kept from

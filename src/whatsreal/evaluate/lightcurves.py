@@ -176,6 +176,33 @@ def single_name(kind: str, seed: int = 0, tag: str = "") -> str:
     return name if seed == 0 else f"{name}_seed{seed}"
 
 
+def single_fits(
+    run: Mapping[str, Any],
+    *,
+    seed: int,
+    overrides: Mapping[str, Any],
+    batch: Sequence[int] | None = None,
+    steps: int | None = None,
+    seconds: float | None = None,
+    tolerance: float = 0.05,
+) -> bool:
+    """Whether the run record ``run`` is a single-latent baseline trained with training seed
+    ``seed``, the single-latent options ``overrides`` and the batches ``batch`` (unchecked
+    where either side lacks them), for the budget asked: exactly ``steps`` optimizer steps
+    when ``steps`` is given, else a wall-clock budget within ``tolerance`` of ``seconds``.
+    The one rule for setting a single beside a dual model and for reusing a trained one."""
+    if not str(run.get("kind", "")).startswith("single") or (run.get("seed") or 0) != seed:
+        return False
+    if (run.get("overrides") or {}) != dict(overrides):
+        return False
+    if batch and run.get("batch") and list(run["batch"]) != list(batch):
+        return False
+    if steps is not None:
+        return run.get("max_steps") is not None and run["max_steps"] == steps
+    minutes = run.get("max_minutes")
+    return bool(seconds and minutes) and abs(minutes * 60 - seconds) <= tolerance * seconds
+
+
 def paired_single(
     runs: Mapping[str, dict],
     dual: str,
@@ -193,19 +220,18 @@ def paired_single(
     qualifies; None when no run does."""
     d = runs[dual]
     want = single_overrides(d.get("overrides") or {})
-    seconds = reference_seconds or d.get("train_seconds")
+    budget: dict[str, Any] = (
+        {"steps": d.get("steps"), "seconds": None}
+        if kind == "single_equal_steps"
+        else {"steps": None, "seconds": reference_seconds or d.get("train_seconds")}
+    )
+    if kind == "single_equal_steps" and budget["steps"] is None:
+        return None
 
     def qualifies(r: Mapping[str, Any]) -> bool:
-        if not str(r.get("kind", "")).startswith("single") or (r.get("seed") or 0) != seed:
-            return False
-        if (r.get("overrides") or {}) != want:
-            return False
-        if d.get("batch") and r.get("batch") and list(r["batch"]) != list(d["batch"]):
-            return False
-        if kind == "single_equal_steps":
-            return r.get("max_steps") is not None and r["max_steps"] == d.get("steps")
-        minutes = r.get("max_minutes")
-        return bool(seconds and minutes) and abs(minutes * 60 - seconds) <= tolerance * seconds
+        return single_fits(
+            r, seed=seed, overrides=want, batch=d.get("batch"), tolerance=tolerance, **budget
+        )
 
     plain = single_name(kind, seed, single_tag(want))
     names = [plain] + [n for n in runs if n != plain]
