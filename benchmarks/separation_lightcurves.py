@@ -241,6 +241,8 @@ def main() -> None:
                     model, store, splits
                 )
                 print(f"[{v}] instrument model: {results['runs'][v]['instrument_model']}")
+            else:
+                print(f"[{v}] skipped: not self-calibrated (calibration_weight 0), no model")
         atomic_write_json(result_path, results)
         return
     training = not (args.singles_only or args.goals_only or seeds)
