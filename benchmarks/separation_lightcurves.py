@@ -116,6 +116,7 @@ def main() -> None:
             "kind": kind,
             "overrides": tcfg.model_overrides,
             "batch": [tcfg.sources_per_batch, tcfg.views_per_source],
+            "lr_schedule": tcfg.lr_schedule,
             "steps": trained_steps(out),
             "max_minutes": tcfg.max_minutes,
             "max_steps": tcfg.max_steps,
@@ -169,7 +170,7 @@ def main() -> None:
             single = replace(single, seed=seed)
         wall = done.get("train_seconds", minutes * 60) / 60
         batch = [single.sources_per_batch, single.views_per_source]
-        tag = single_tag(single.model_overrides)
+        tag = single_tag(single.model_overrides, single.lr_schedule)
         names = {kind: single_name(kind, single.seed, tag) for kind in SINGLES}
         seed_note = f", seed {single.seed}" if single.seed else ""
         budgets = {
@@ -192,6 +193,7 @@ def main() -> None:
                     seed=tcfg.seed,
                     overrides=tcfg.model_overrides,
                     batch=batch,
+                    lr_schedule=tcfg.lr_schedule,
                     steps=tcfg.max_steps,
                     seconds=None if tcfg.max_steps else tcfg.max_minutes * 60,
                     tolerance=0.01,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 
+import lightning as L
 import numpy as np
 import pytest
 
 from whatsreal.cli.main import main
+from whatsreal.errors import ConfigError
 from whatsreal.report.lightcurves import SECTIONS
 from whatsreal.simulate.lightcurves import lightcurve_sim_config, write_lightcurve_store
 from whatsreal.store import ObservationStore
@@ -50,6 +52,50 @@ def test_tiny_training_lowers_validation_loss(tmp_path):
     assert (tmp_path / "run" / "config.yaml").exists()
     assert (tmp_path / "run" / "model" / "config.json").exists()
     assert not model.training
+
+
+class _LRs(L.Callback):
+    """The learning rate each optimizer step used."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("budget", ["steps", "minutes"])
+def test_cosine_schedule_decays_over_the_runs_budget(tmp_path, budget):
+    cfg = lightcurve_sim_config("tiny", n_lightcurves=300, n_stars=30)
+    store = write_lightcurve_store(tmp_path / "lc.store", cfg)
+    limit = {"max_steps": 8} if budget == "steps" else {"max_minutes": 0.04, "max_epochs": 10_000}
+    tcfg = ContrastiveTrainConfig(
+        preset="tiny",
+        sources_per_batch=8,
+        views_per_source=3,
+        lr=1e-3,
+        progress=False,
+        lr_schedule="cosine",
+        patience=10_000,
+        **limit,
+    )
+    seen = _LRs()
+    fit_contrastive(store, tmp_path / "run", tcfg, callbacks=[seen])
+    lrs = np.array(seen.lrs)
+    assert lrs[0] == pytest.approx(1e-3, rel=0.05)
+    assert np.all(np.diff(lrs) <= 1e-12), lrs  # never rises
+    if budget == "steps":  # exactly the cosine over 8 steps
+        want = [1e-3 * 0.5 * (1 + np.cos(np.pi * s / 8)) for s in range(8)]
+        assert lrs == pytest.approx(want, rel=1e-6)
+    else:  # the time spent decides: near the end of the 2.4 s the rate is near zero
+        assert len(lrs) > 3 and lrs[-1] < 0.2e-3, lrs
+
+
+def test_cosine_schedule_needs_a_budget():
+    with pytest.raises(ConfigError, match=r"train\.lr_schedule.*max_steps"):
+        ContrastiveTrainConfig(lr_schedule="cosine")
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        ContrastiveTrainConfig(lr_schedule="linear", max_steps=4)
 
 
 def test_demo_preset_trains_fixed_steps_so_the_load_cannot_change_its_figures():

@@ -787,8 +787,8 @@ def test_seed_group_goals_pair_singles_by_seed_and_judge_the_mean():
 
 
 def test_single_fits_checks_seed_options_batches_and_budget():
-    """single_fits: a single of the asked seed, options, batches and budget fits; a change in
-    any one of them does not, and a dual run never does."""
+    """single_fits: a single of the asked seed, options, batches, schedule and budget fits; a
+    change in any one of them does not, and a dual run never does."""
     from whatsreal.evaluate.lightcurves import single_fits
 
     run = {
@@ -806,6 +806,10 @@ def test_single_fits_checks_seed_options_batches_and_budget():
     assert not single_fits(run, steps=1850, **{**ask, "overrides": {}})
     assert not single_fits(run, steps=1850, **{**ask, "batch": [64, 4]})
     assert not single_fits({**run, "kind": "dual, 1850 steps"}, steps=1850, **ask)
+    assert not single_fits(run, steps=1850, lr_schedule="cosine", **ask)  # records: constant
+    cosine = {**run, "lr_schedule": "cosine"}
+    assert single_fits(cosine, steps=1850, lr_schedule="cosine", **ask)
+    assert not single_fits(cosine, steps=1850, **ask)
     timed = {**run, "max_steps": None, "max_minutes": 8.8}
     assert single_fits(timed, seconds=8.8 * 60, **ask)
     assert single_fits(timed, seconds=9.0 * 60, **ask)  # within 5%
@@ -881,6 +885,8 @@ def test_singles_share_the_dual_models_architecture_and_are_paired_by_it():
     assert single_overrides(dual_over) == {"spectral": True, "tau": 0.05}
     assert single_overrides({"agreement_weight": 1.0}) == {}
     assert single_tag({"spectral": True, "tau": 0.05}) == "spectral_tau0.05"
+    assert single_tag({"spectral": True}, "cosine") == "spectral_cosine"
+    assert single_tag({}, "cosine") == "cosine"
     assert single_name("single_equal_steps", 0, "spectral") == "single_equal_steps_spectral"
     assert single_name("single_equal_time", 2, "spectral") == "single_equal_time_spectral_seed2"
     assert single_name("single_equal_time", 1) == "single_equal_time_seed1"

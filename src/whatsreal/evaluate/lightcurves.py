@@ -162,10 +162,12 @@ def instrument_model_recovery(
 SINGLE_KINDS = (("single_equal_steps", "equal steps"), ("single_equal_time", "equal time"))
 
 
-def single_tag(overrides: Mapping[str, Any]) -> str:
+def single_tag(overrides: Mapping[str, Any], lr_schedule: str = "constant") -> str:
     """The name part for a single-latent baseline's model options: "" for seed 001's, else
-    each option (``spectral``, ``tau0.05``) joined by underscores."""
-    return "_".join(k if v is True else f"{k}{v}" for k, v in sorted(overrides.items()))
+    each option (``spectral``, ``tau0.05``) joined by underscores, then the learning-rate
+    schedule where it is not seed 001's constant rate (``cosine``)."""
+    parts = [k if v is True else f"{k}{v}" for k, v in sorted(overrides.items())]
+    return "_".join(parts + ([lr_schedule] if lr_schedule != "constant" else []))
 
 
 def single_name(kind: str, seed: int = 0, tag: str = "") -> str:
@@ -182,20 +184,25 @@ def single_fits(
     seed: int,
     overrides: Mapping[str, Any],
     batch: Sequence[int] | None = None,
+    lr_schedule: str = "constant",
     steps: int | None = None,
     seconds: float | None = None,
     tolerance: float = 0.05,
 ) -> bool:
     """Whether the run record ``run`` is a single-latent baseline trained with training seed
-    ``seed``, the single-latent options ``overrides`` and the batches ``batch`` (unchecked
-    where either side lacks them), for the budget asked: exactly ``steps`` optimizer steps
-    when ``steps`` is given, else a wall-clock budget within ``tolerance`` of ``seconds``.
+    ``seed``, the single-latent options ``overrides``, the batches ``batch`` (unchecked
+    where either side lacks them) and the learning-rate schedule ``lr_schedule`` (a record
+    without one used seed 001's constant rate), for the budget asked: exactly ``steps``
+    optimizer steps when ``steps`` is given, else a wall-clock budget within ``tolerance``
+    of ``seconds``.
     The one rule for setting a single beside a dual model and for reusing a trained one."""
     if not str(run.get("kind", "")).startswith("single") or (run.get("seed") or 0) != seed:
         return False
     if (run.get("overrides") or {}) != dict(overrides):
         return False
     if batch and run.get("batch") and list(run["batch"]) != list(batch):
+        return False
+    if run.get("lr_schedule", "constant") != lr_schedule:
         return False
     if steps is not None:
         return run.get("max_steps") is not None and run["max_steps"] == steps
@@ -220,6 +227,7 @@ def paired_single(
     qualifies; None when no run does."""
     d = runs[dual]
     want = single_overrides(d.get("overrides") or {})
+    schedule = d.get("lr_schedule", "constant")
     budget: dict[str, Any] = (
         {"steps": d.get("steps"), "seconds": None}
         if kind == "single_equal_steps"
@@ -230,10 +238,16 @@ def paired_single(
 
     def qualifies(r: Mapping[str, Any]) -> bool:
         return single_fits(
-            r, seed=seed, overrides=want, batch=d.get("batch"), tolerance=tolerance, **budget
+            r,
+            seed=seed,
+            overrides=want,
+            batch=d.get("batch"),
+            lr_schedule=schedule,
+            tolerance=tolerance,
+            **budget,
         )
 
-    plain = single_name(kind, seed, single_tag(want))
+    plain = single_name(kind, seed, single_tag(want, schedule))
     names = [plain] + [n for n in runs if n != plain]
     return next((n for n in names if n in runs and qualifies(runs[n])), None)
 
@@ -251,10 +265,11 @@ def lightcurve_separation_goals(
     ``reference_seconds``), and name it. With ``fallback``, a margin without such a run is
     taken against the plain-named single of the dual's architecture (seed ``seed``, else 0)
     where there is one; without it, the margin is left out. Each run holds
-    ``instrument_accuracy``, ``r2_at_100``/``r2_at_1000``, its ``overrides`` and, for the
-    singles, their ``seed``, ``batch``, ``max_steps`` and ``max_minutes``."""
+    ``instrument_accuracy``, ``r2_at_100``/``r2_at_1000``, its ``overrides`` and
+    ``lr_schedule`` (constant if absent) and, for the singles, their ``seed``, ``batch``,
+    ``max_steps`` and ``max_minutes``."""
     d = runs[dual]
-    tag = single_tag(single_overrides(d.get("overrides") or {}))
+    tag = single_tag(single_overrides(d.get("overrides") or {}), d.get("lr_schedule", "constant"))
     acc = d["instrument_accuracy"]
     goals = {
         "star-latent instrument id <= 0.10": (acc["star"], "<= 0.10", acc["star"] <= 0.10),

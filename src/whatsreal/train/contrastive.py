@@ -12,13 +12,15 @@ import logging
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch.utils.data import DataLoader
 
 from whatsreal.config import save_config, validate_dataclass
+from whatsreal.errors import ConfigError
 from whatsreal.models.contrastive import build_contrastive_model
 from whatsreal.sampling import ObservationDataset, SourceBatchSampler, SplitSpec, collate_views
 from whatsreal.store import ObservationStore
@@ -28,6 +30,7 @@ from whatsreal.train.guards import (
     refuse_nonfinite_checkpoint,
     stop_if_not_finite,
 )
+from whatsreal.train.schedules import cosine_factor
 from whatsreal.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,10 @@ class ContrastiveTrainConfig:
     single_latent: bool = False
     model_overrides: dict[str, Any] = field(default_factory=dict)
     lr: float = 1e-3  # seed 001 App. B: Adam, 1e-3
+    # "constant" (seed 001) or "cosine": decay to min_lr_ratio × lr over the run's budget,
+    # max_steps or max_minutes (whichever ends first), so the last steps refine
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.0
     sources_per_batch: int = 64
     views_per_source: int = 4
     max_epochs: int = 200
@@ -63,6 +70,7 @@ class ContrastiveTrainConfig:
 
     limits: ClassVar[dict[str, str]] = {
         "lr": "> 0",
+        "min_lr_ratio": ">= 0 and <= 1",
         "sources_per_batch": ">= 1",
         "views_per_source": ">= 1",
         "max_epochs": ">= 1",
@@ -83,6 +91,11 @@ class ContrastiveTrainConfig:
 
     def __post_init__(self) -> None:
         validate_dataclass(self, "train")
+        if self.lr_schedule == "cosine" and not (self.max_steps or self.max_minutes):
+            raise ConfigError(
+                "train.lr_schedule: 'cosine' decays over the run's budget; set train.max_steps "
+                "or train.max_minutes, or use lr_schedule: constant"
+            )
 
     @property
     def splits(self) -> SplitSpec:
@@ -99,12 +112,39 @@ def resolve_precision(precision: str) -> str:
 
 
 class ContrastiveTask(L.LightningModule):
-    """Adam on the model's own weighted loss (eq. 10); logs every term."""
+    """Adam on the model's own weighted loss (eq. 10); logs every term. With ``schedule``
+    "cosine" the learning rate decays over ``max_steps`` or ``max_seconds`` of training,
+    whichever is nearer its end (the time read from Lightning's timer, resumes included)."""
 
-    def __init__(self, model: torch.nn.Module, lr: float) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        lr: float,
+        schedule: str = "constant",
+        max_steps: int | None = None,
+        max_seconds: float | None = None,
+        min_lr_ratio: float = 0.0,
+    ) -> None:
         super().__init__()
         self.model = model
         self.lr = lr
+        self.schedule, self.min_lr_ratio = schedule, min_lr_ratio
+        self.max_steps, self.max_seconds = max_steps, max_seconds
+
+    def progress(self, step: int) -> float:
+        """The fraction of the training budget spent at optimizer step ``step``."""
+        done = [step / self.max_steps] if self.max_steps else []
+        if self.max_seconds:
+            timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+            if timer is not None:
+                done.append(timer.time_elapsed("train") / self.max_seconds)
+        return max(done, default=0.0)
+
+    def lr_factor(self, step: int) -> float:
+        """The learning-rate multiplier at optimizer step ``step``."""
+        if self.schedule == "constant":
+            return 1.0
+        return cosine_factor(self.progress(step), self.min_lr_ratio)
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         losses = self.model.loss(batch["x"], batch["source"], batch["instrument"])
@@ -129,8 +169,12 @@ class ContrastiveTask(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        if self.schedule == "constant":
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         refuse_nonfinite_checkpoint(checkpoint, self.global_step)
@@ -198,7 +242,14 @@ def fit_contrastive(
         single_latent=cfg.single_latent,
         **overrides,
     )
-    task = ContrastiveTask(model, cfg.lr)
+    task = ContrastiveTask(
+        model,
+        cfg.lr,
+        cfg.lr_schedule,
+        max_steps=cfg.max_steps,
+        max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None,
+        min_lr_ratio=cfg.min_lr_ratio,
+    )
     run_config = {
         "model": "contrastive",
         "store": str(store.path),

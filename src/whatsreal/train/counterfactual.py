@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import time
 import typing
 import warnings
@@ -50,6 +49,7 @@ from whatsreal.train.guards import (
     refuse_nonfinite_checkpoint,
     stop_if_not_finite,
 )
+from whatsreal.train.schedules import cosine_lambda
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +144,6 @@ class CounterfactualTrainConfig:
     @property
     def splits(self) -> SplitSpec:
         return SplitSpec(self.val, self.test, self.split_seed)
-
-
-def cosine_lambda(step: int, max_steps: int, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up then cosine decay to ``min_ratio`` at ``max_steps`` (a LR multiplier)."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    span = max(1, max_steps - warmup)
-    progress = min(1.0, (step - warmup) / span)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def ema_update(decay: float):
