@@ -162,6 +162,12 @@ def instrument_model_recovery(
 SINGLE_KINDS = (("single_equal_steps", "equal steps"), ("single_equal_time", "equal time"))
 
 
+def run_lr_schedule(run: Mapping[str, Any]) -> str:
+    """A run record's learning-rate schedule; records from before the option trained at
+    seed 001's constant rate."""
+    return run.get("lr_schedule") or "constant"
+
+
 def single_tag(overrides: Mapping[str, Any], lr_schedule: str = "constant") -> str:
     """The name part for a single-latent baseline's model options: "" for seed 001's, else
     each option (``spectral``, ``tau0.05``) joined by underscores, then the learning-rate
@@ -194,15 +200,15 @@ def single_fits(
     where either side lacks them) and the learning-rate schedule ``lr_schedule`` (a record
     without one used seed 001's constant rate), for the budget asked: exactly ``steps``
     optimizer steps when ``steps`` is given, else a wall-clock budget within ``tolerance``
-    of ``seconds``.
-    The one rule for setting a single beside a dual model and for reusing a trained one."""
+    of ``seconds``. The one rule for setting a single beside a dual model and for reusing
+    a trained one."""
     if not str(run.get("kind", "")).startswith("single") or (run.get("seed") or 0) != seed:
         return False
     if (run.get("overrides") or {}) != dict(overrides):
         return False
     if batch and run.get("batch") and list(run["batch"]) != list(batch):
         return False
-    if run.get("lr_schedule", "constant") != lr_schedule:
+    if run_lr_schedule(run) != lr_schedule:
         return False
     if steps is not None:
         return run.get("max_steps") is not None and run["max_steps"] == steps
@@ -227,7 +233,7 @@ def paired_single(
     qualifies; None when no run does."""
     d = runs[dual]
     want = single_overrides(d.get("overrides") or {})
-    schedule = d.get("lr_schedule", "constant")
+    schedule = run_lr_schedule(d)
     budget: dict[str, Any] = (
         {"steps": d.get("steps"), "seconds": None}
         if kind == "single_equal_steps"
@@ -269,7 +275,7 @@ def lightcurve_separation_goals(
     ``lr_schedule`` (constant if absent) and, for the singles, their ``seed``, ``batch``,
     ``max_steps`` and ``max_minutes``."""
     d = runs[dual]
-    tag = single_tag(single_overrides(d.get("overrides") or {}), d.get("lr_schedule", "constant"))
+    tag = single_tag(single_overrides(d.get("overrides") or {}), run_lr_schedule(d))
     acc = d["instrument_accuracy"]
     goals = {
         "star-latent instrument id <= 0.10": (acc["star"], "<= 0.10", acc["star"] <= 0.10),
