@@ -117,6 +117,7 @@ def main() -> None:
             "overrides": tcfg.model_overrides,
             "batch": [tcfg.sources_per_batch, tcfg.views_per_source],
             "lr_schedule": tcfg.lr_schedule,
+            "ema_decay": tcfg.ema_decay,
             "steps": trained_steps(out),
             "max_minutes": tcfg.max_minutes,
             "max_steps": tcfg.max_steps,

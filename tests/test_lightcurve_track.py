@@ -7,9 +7,11 @@ import csv
 import lightning as L
 import numpy as np
 import pytest
+import torch
 
 from whatsreal.cli.main import main
 from whatsreal.errors import ConfigError
+from whatsreal.models.contrastive import build_contrastive_model
 from whatsreal.report.lightcurves import SECTIONS
 from whatsreal.simulate.lightcurves import lightcurve_sim_config, write_lightcurve_store
 from whatsreal.store import ObservationStore
@@ -89,6 +91,47 @@ def test_cosine_schedule_decays_over_the_runs_budget(tmp_path, budget):
         assert lrs == pytest.approx(want, rel=1e-6)
     else:  # the time spent decides: near the end of the 2.4 s the rate is near zero
         assert len(lrs) > 3 and lrs[-1] < 0.2e-3, lrs
+
+
+class _RawWeights(L.Callback):
+    """A copy of the trained (not averaged) weights after each optimizer step."""
+
+    def __init__(self) -> None:
+        self.states: list[dict] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.states.append({k: v.clone() for k, v in pl_module.model.state_dict().items()})
+
+
+def test_weight_ema_is_validated_and_saved_not_the_raw_weights(tmp_path):
+    cfg = lightcurve_sim_config("tiny", n_lightcurves=300, n_stars=30)
+    store = write_lightcurve_store(tmp_path / "lc.store", cfg)
+    kw = dict(preset="tiny", sources_per_batch=8, views_per_source=3, progress=False)
+    raw = _RawWeights()
+    # 6 steps end inside the first epoch: no validation, the model saved is the EMA at step 6
+    model = fit_contrastive(
+        store, tmp_path / "ema", ContrastiveTrainConfig(**kw, max_steps=6, ema_decay=0.9),
+        callbacks=[raw],
+    )  # fmt: skip
+    assert len(raw.states) == 6
+    # the EMA by hand: decay min(0.9, (1 + n) / (10 + n)) at the n-th update (n from 0)
+    name = next(k for k, v in raw.states[0].items() if v.is_floating_point() and v.ndim == 2)
+    init = ContrastiveTrainConfig(**kw)  # same seed: the same initial weights
+    L.seed_everything(init.seed, workers=True, verbose=False)
+    ema = build_contrastive_model("tiny", in_channels=1, length=cfg.length).state_dict()[name]
+    for n, state in enumerate(raw.states):
+        d = min(0.9, (1.0 + n) / (10.0 + n))
+        ema = d * ema + (1 - d) * state[name]
+    got = model.state_dict()[name]
+    assert torch.allclose(got, ema, atol=1e-6)
+    assert not torch.allclose(got, raw.states[-1][name], atol=1e-4)  # not the raw weights
+    # the option is part of what a checkpoint depends on, and bounded
+    with pytest.raises(ConfigError, match="ema_decay"):
+        ContrastiveTrainConfig(ema_decay=1.0)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        fit_contrastive(
+            store, tmp_path / "ema", ContrastiveTrainConfig(**kw, max_steps=8), resume=True
+        )
 
 
 def test_cosine_schedule_needs_a_budget():

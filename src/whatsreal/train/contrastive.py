@@ -30,7 +30,7 @@ from whatsreal.train.guards import (
     refuse_nonfinite_checkpoint,
     stop_if_not_finite,
 )
-from whatsreal.train.schedules import cosine_factor
+from whatsreal.train.schedules import cosine_factor, weight_ema
 from whatsreal.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,10 @@ class ContrastiveTrainConfig:
     # max_steps or max_minutes (whichever ends first), so the last steps refine
     lr_schedule: Literal["constant", "cosine"] = "constant"
     min_lr_ratio: float = 0.0
+    # An exponential moving average of the weights (decay per step, ramped up over the first
+    # steps) for validation, the best-checkpoint choice and the saved model; 0 keeps the raw
+    # weights, as seed 001 does.
+    ema_decay: float = 0.0
     sources_per_batch: int = 64
     views_per_source: int = 4
     max_epochs: int = 200
@@ -71,6 +75,7 @@ class ContrastiveTrainConfig:
     limits: ClassVar[dict[str, str]] = {
         "lr": "> 0",
         "min_lr_ratio": ">= 0 and <= 1",
+        "ema_decay": ">= 0 and < 1",
         "sources_per_batch": ">= 1",
         "views_per_source": ">= 1",
         "max_epochs": ">= 1",
@@ -85,7 +90,7 @@ class ContrastiveTrainConfig:
     }
     # What a checkpoint depends on: a resume that changes any of these is refused.
     resume_fixed: ClassVar[tuple[str, ...]] = (
-        *("preset", "single_latent", "model_overrides"),
+        *("preset", "single_latent", "model_overrides", "ema_decay"),
         *("val", "test", "split_seed"),
     )
 
@@ -114,7 +119,8 @@ def resolve_precision(precision: str) -> str:
 class ContrastiveTask(L.LightningModule):
     """Adam on the model's own weighted loss (eq. 10); logs every term. With ``schedule``
     "cosine" the learning rate decays over ``max_steps`` or ``max_seconds`` of training,
-    whichever is nearer its end (the time read from Lightning's timer, resumes included)."""
+    whichever is nearer its end (the time read from Lightning's timer, resumes included).
+    With ``ema_decay`` > 0 an EMA of the weights is validated and returned (:attr:`final`)."""
 
     def __init__(
         self,
@@ -124,9 +130,11 @@ class ContrastiveTask(L.LightningModule):
         max_steps: int | None = None,
         max_seconds: float | None = None,
         min_lr_ratio: float = 0.0,
+        ema_decay: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
+        self.ema = weight_ema(model, ema_decay) if ema_decay > 0 else None
         self.lr = lr
         self.schedule, self.min_lr_ratio = schedule, min_lr_ratio
         self.max_steps, self.max_seconds = max_steps, max_seconds
@@ -146,8 +154,14 @@ class ContrastiveTask(L.LightningModule):
             return 1.0
         return cosine_factor(self.progress(step), self.min_lr_ratio)
 
+    @property
+    def final(self) -> torch.nn.Module:
+        """The weights that are validated and saved: the EMA if there is one, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        losses = self.model.loss(batch["x"], batch["source"], batch["instrument"])
+        model = self.model if stage == "train" else self.final
+        losses = model.loss(batch["x"], batch["source"], batch["instrument"])
         if stage == "train":
             stop_if_not_finite(losses["total"], batch, self.trainer)
         bs = batch["x"].shape[0]
@@ -175,6 +189,13 @@ class ContrastiveTask(L.LightningModule):
             return opt
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # EMA right after each optimiser step, before any checkpoint of that step is written,
+        # so that a resumed run continues exactly.
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         refuse_nonfinite_checkpoint(checkpoint, self.global_step)
@@ -224,8 +245,9 @@ def fit_contrastive(
     back past an unreadable ``last.ckpt``) or a checkpoint path; a resume whose model or
     splits differ from the run's is refused before any file is touched. A NaN or inf loss
     stops training (:class:`~whatsreal.errors.NonFiniteError`) and non-finite weights are
-    never saved. Returns the best model (by validation loss), in eval mode, and writes it
-    with ``save_pretrained`` to ``out_dir/model``.
+    never saved. Returns the best model (by validation loss; its weight EMA with
+    ``cfg.ema_decay`` > 0), in eval mode, and writes it with ``save_pretrained`` to
+    ``out_dir/model``.
     """
     cfg = cfg or ContrastiveTrainConfig()
     store = store if isinstance(store, ObservationStore) else ObservationStore(store)
@@ -249,6 +271,7 @@ def fit_contrastive(
         max_steps=cfg.max_steps,
         max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None,
         min_lr_ratio=cfg.min_lr_ratio,
+        ema_decay=cfg.ema_decay,
     )
     run_config = {
         "model": "contrastive",
@@ -287,7 +310,7 @@ def fit_contrastive(
     if ckpt.best_model_path:
         state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
         task.load_state_dict(state["state_dict"])
-    model = task.model.cpu().eval()
+    model = task.final.cpu().eval()
     if trainer.is_global_zero:
         model.save_pretrained(out / "model")
         atomic_write_json(

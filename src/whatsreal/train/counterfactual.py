@@ -21,7 +21,6 @@ from typing import Any, ClassVar, Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from whatsreal.config import check_keys, convert_value, save_config, validate_dataclass
@@ -49,7 +48,7 @@ from whatsreal.train.guards import (
     refuse_nonfinite_checkpoint,
     stop_if_not_finite,
 )
-from whatsreal.train.schedules import cosine_lambda
+from whatsreal.train.schedules import cosine_lambda, weight_ema
 
 log = logging.getLogger(__name__)
 
@@ -146,24 +145,6 @@ class CounterfactualTrainConfig:
         return SplitSpec(self.val, self.test, self.split_seed)
 
 
-def ema_update(decay: float):
-    """EMA whose decay ramps up as min(decay, (1 + n) / (10 + n)) over the n updates so far,
-    so that short CPU runs are not dominated by their random initial weights."""
-
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: Any) -> None:
-        n = float(n)
-        d = min(decay, (1.0 + n) / (10.0 + n))
-        floats = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
-        if floats:
-            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - d)
-        for a, c in zip(averaged, current, strict=True):
-            if not a.is_floating_point():  # integer buffers (BatchNorm counters): copy
-                a.copy_(c)
-
-    return update
-
-
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
     """A generator whose state depends only on (seed, step, rank): resumable noise."""
     gen = torch.Generator(device=device)
@@ -178,8 +159,7 @@ class CounterfactualTask(L.LightningModule):
         super().__init__()
         self.model = model
         self.cfg = cfg
-        self.ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.ema_decay), use_buffers=True)
-        self.ema.requires_grad_(False)
+        self.ema = weight_ema(model, cfg.ema_decay)
         self._forward = torch.compile(model.loss) if cfg.compile else model.loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
