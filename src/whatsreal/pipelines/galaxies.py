@@ -404,8 +404,9 @@ def _steps(run_dir: Path) -> int | None:
 # InfoNCE terms with negatives from the anchor's own survey, cross-survey agreement of the
 # physics latents, one half-width single-band instrument backbone for every band, and no
 # InfoNCE projection heads (the terms act on the latents, seventh round), and the instrument
-# latent decorrelated from each image's own light (eighth round). The galaxy configs in
-# configs/ hold the same (a test keeps them equal).
+# latent decorrelated from each image's own light (eighth round), and the InfoNCE temperature
+# at 0.2 (ninth round: top-1 0.872 over three seeds against 0.846 at 0.1). The galaxy configs
+# in configs/ hold the same (a test keeps them equal).
 KEPT_LEVERS: dict[str, Any] = {
     "hybrid_weight": 3.0,
     "physics_negatives": "same_instrument",
@@ -415,6 +416,7 @@ KEPT_LEVERS: dict[str, Any] = {
     "instrument_width": 0.5,
     "projection_head": "none",
     "decorrelate_weight": 10.0,
+    "tau": 0.2,
 }
 
 
