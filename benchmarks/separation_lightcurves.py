@@ -171,7 +171,7 @@ def main() -> None:
             single = replace(single, seed=seed)
         wall = done.get("train_seconds", minutes * 60) / 60
         batch = [single.sources_per_batch, single.views_per_source]
-        tag = single_tag(single.model_overrides, single.lr_schedule)
+        tag = single_tag(single.model_overrides, single.lr_schedule, single.ema_decay)
         names = {kind: single_name(kind, single.seed, tag) for kind in SINGLES}
         seed_note = f", seed {single.seed}" if single.seed else ""
         budgets = {
@@ -195,6 +195,7 @@ def main() -> None:
                     overrides=tcfg.model_overrides,
                     batch=batch,
                     lr_schedule=tcfg.lr_schedule,
+                    ema_decay=tcfg.ema_decay,
                     steps=tcfg.max_steps,
                     seconds=None if tcfg.max_steps else tcfg.max_minutes * 60,
                     tolerance=0.01,

@@ -810,6 +810,10 @@ def test_single_fits_checks_seed_options_batches_and_budget():
     cosine = {**run, "lr_schedule": "cosine"}
     assert single_fits(cosine, steps=1850, lr_schedule="cosine", **ask)
     assert not single_fits(cosine, steps=1850, **ask)
+    assert not single_fits(run, steps=1850, ema_decay=0.995, **ask)  # records: raw weights
+    ema = {**run, "ema_decay": 0.995}
+    assert single_fits(ema, steps=1850, ema_decay=0.995, **ask)
+    assert not single_fits(ema, steps=1850, **ask)
     timed = {**run, "max_steps": None, "max_minutes": 8.8}
     assert single_fits(timed, seconds=8.8 * 60, **ask)
     assert single_fits(timed, seconds=9.0 * 60, **ask)  # within 5%
@@ -887,6 +891,8 @@ def test_singles_share_the_dual_models_architecture_and_are_paired_by_it():
     assert single_tag({"spectral": True, "tau": 0.05}) == "spectral_tau0.05"
     assert single_tag({"spectral": True}, "cosine") == "spectral_cosine"
     assert single_tag({}, "cosine") == "cosine"
+    assert single_tag({}, "cosine", 0.995) == "cosine_ema0.995"
+    assert single_tag({"spectral": True}, ema_decay=0.99) == "spectral_ema0.99"
     assert single_name("single_equal_steps", 0, "spectral") == "single_equal_steps_spectral"
     assert single_name("single_equal_time", 2, "spectral") == "single_equal_time_spectral_seed2"
     assert single_name("single_equal_time", 1) == "single_equal_time_seed1"

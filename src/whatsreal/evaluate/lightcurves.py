@@ -168,12 +168,22 @@ def run_lr_schedule(run: Mapping[str, Any]) -> str:
     return run.get("lr_schedule") or "constant"
 
 
-def single_tag(overrides: Mapping[str, Any], lr_schedule: str = "constant") -> str:
+def run_ema_decay(run: Mapping[str, Any]) -> float:
+    """A run record's weight-EMA decay; records from before the option kept the raw weights
+    (0), as seed 001 does."""
+    return float(run.get("ema_decay") or 0.0)
+
+
+def single_tag(
+    overrides: Mapping[str, Any], lr_schedule: str = "constant", ema_decay: float = 0.0
+) -> str:
     """The name part for a single-latent baseline's model options: "" for seed 001's, else
     each option (``spectral``, ``tau0.05``) joined by underscores, then the learning-rate
-    schedule where it is not seed 001's constant rate (``cosine``)."""
+    schedule where it is not seed 001's constant rate (``cosine``) and the weight EMA where
+    there is one (``ema0.995``)."""
     parts = [k if v is True else f"{k}{v}" for k, v in sorted(overrides.items())]
-    return "_".join(parts + ([lr_schedule] if lr_schedule != "constant" else []))
+    parts += [lr_schedule] if lr_schedule != "constant" else []
+    return "_".join(parts + ([f"ema{ema_decay:g}"] if ema_decay else []))
 
 
 def single_name(kind: str, seed: int = 0, tag: str = "") -> str:
@@ -191,14 +201,16 @@ def single_fits(
     overrides: Mapping[str, Any],
     batch: Sequence[int] | None = None,
     lr_schedule: str = "constant",
+    ema_decay: float = 0.0,
     steps: int | None = None,
     seconds: float | None = None,
     tolerance: float = 0.05,
 ) -> bool:
     """Whether the run record ``run`` is a single-latent baseline trained with training seed
     ``seed``, the single-latent options ``overrides``, the batches ``batch`` (unchecked
-    where either side lacks them) and the learning-rate schedule ``lr_schedule`` (a record
-    without one used seed 001's constant rate), for the budget asked: exactly ``steps``
+    where either side lacks them), the learning-rate schedule ``lr_schedule`` and the
+    weight EMA ``ema_decay`` (a record without them used seed 001's constant rate and raw
+    weights), for the budget asked: exactly ``steps``
     optimizer steps when ``steps`` is given, else a wall-clock budget within ``tolerance``
     of ``seconds``. The one rule for setting a single beside a dual model and for reusing
     a trained one."""
@@ -208,7 +220,7 @@ def single_fits(
         return False
     if batch and run.get("batch") and list(run["batch"]) != list(batch):
         return False
-    if run_lr_schedule(run) != lr_schedule:
+    if run_lr_schedule(run) != lr_schedule or run_ema_decay(run) != ema_decay:
         return False
     if steps is not None:
         return run.get("max_steps") is not None and run["max_steps"] == steps
@@ -233,7 +245,7 @@ def paired_single(
     qualifies; None when no run does."""
     d = runs[dual]
     want = single_overrides(d.get("overrides") or {})
-    schedule = run_lr_schedule(d)
+    schedule, ema = run_lr_schedule(d), run_ema_decay(d)
     budget: dict[str, Any] = (
         {"steps": d.get("steps"), "seconds": None}
         if kind == "single_equal_steps"
@@ -249,11 +261,12 @@ def paired_single(
             overrides=want,
             batch=d.get("batch"),
             lr_schedule=schedule,
+            ema_decay=ema,
             tolerance=tolerance,
             **budget,
         )
 
-    plain = single_name(kind, seed, single_tag(want, schedule))
+    plain = single_name(kind, seed, single_tag(want, schedule, ema))
     names = [plain] + [n for n in runs if n != plain]
     return next((n for n in names if n in runs and qualifies(runs[n])), None)
 
@@ -271,11 +284,13 @@ def lightcurve_separation_goals(
     ``reference_seconds``), and name it. With ``fallback``, a margin without such a run is
     taken against the plain-named single of the dual's architecture (seed ``seed``, else 0)
     where there is one; without it, the margin is left out. Each run holds
-    ``instrument_accuracy``, ``r2_at_100``/``r2_at_1000``, its ``overrides`` and
-    ``lr_schedule`` (constant if absent) and, for the singles, their ``seed``, ``batch``,
-    ``max_steps`` and ``max_minutes``."""
+    ``instrument_accuracy``, ``r2_at_100``/``r2_at_1000``, its ``overrides``,
+    ``lr_schedule`` (constant if absent) and ``ema_decay`` (0 if absent) and, for the
+    singles, their ``seed``, ``batch``, ``max_steps`` and ``max_minutes``."""
     d = runs[dual]
-    tag = single_tag(single_overrides(d.get("overrides") or {}), run_lr_schedule(d))
+    tag = single_tag(
+        single_overrides(d.get("overrides") or {}), run_lr_schedule(d), run_ema_decay(d)
+    )
     acc = d["instrument_accuracy"]
     goals = {
         "star-latent instrument id <= 0.10": (acc["star"], "<= 0.10", acc["star"] <= 0.10),
