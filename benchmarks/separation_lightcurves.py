@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from whatsreal.config import load_config
@@ -23,6 +23,7 @@ from whatsreal.evaluate.lightcurves import (
     instrument_model_recovery,
     lightcurve_separation_goals,
     lomb_scargle_anchor,
+    run_recipe,
     seed_group_goals,
     single_fits,
     single_name,
@@ -116,8 +117,7 @@ def main() -> None:
             "kind": kind,
             "overrides": tcfg.model_overrides,
             "batch": [tcfg.sources_per_batch, tcfg.views_per_source],
-            "lr_schedule": tcfg.lr_schedule,
-            "ema_decay": tcfg.ema_decay,
+            **run_recipe(asdict(tcfg)),
             "steps": trained_steps(out),
             "max_minutes": tcfg.max_minutes,
             "max_steps": tcfg.max_steps,
@@ -171,7 +171,7 @@ def main() -> None:
             single = replace(single, seed=seed)
         wall = done.get("train_seconds", minutes * 60) / 60
         batch = [single.sources_per_batch, single.views_per_source]
-        tag = single_tag(single.model_overrides, single.lr_schedule, single.ema_decay)
+        tag = single_tag(single.model_overrides, run_recipe(asdict(single)))
         names = {kind: single_name(kind, single.seed, tag) for kind in SINGLES}
         seed_note = f", seed {single.seed}" if single.seed else ""
         budgets = {
@@ -194,8 +194,7 @@ def main() -> None:
                     seed=tcfg.seed,
                     overrides=tcfg.model_overrides,
                     batch=batch,
-                    lr_schedule=tcfg.lr_schedule,
-                    ema_decay=tcfg.ema_decay,
+                    recipe=run_recipe(asdict(tcfg)),
                     steps=tcfg.max_steps,
                     seconds=None if tcfg.max_steps else tcfg.max_minutes * 60,
                     tolerance=0.01,

@@ -806,14 +806,12 @@ def test_single_fits_checks_seed_options_batches_and_budget():
     assert not single_fits(run, steps=1850, **{**ask, "overrides": {}})
     assert not single_fits(run, steps=1850, **{**ask, "batch": [64, 4]})
     assert not single_fits({**run, "kind": "dual, 1850 steps"}, steps=1850, **ask)
-    assert not single_fits(run, steps=1850, lr_schedule="cosine", **ask)  # records: constant
-    cosine = {**run, "lr_schedule": "cosine"}
-    assert single_fits(cosine, steps=1850, lr_schedule="cosine", **ask)
-    assert not single_fits(cosine, steps=1850, **ask)
-    assert not single_fits(run, steps=1850, ema_decay=0.995, **ask)  # records: raw weights
-    ema = {**run, "ema_decay": 0.995}
-    assert single_fits(ema, steps=1850, ema_decay=0.995, **ask)
-    assert not single_fits(ema, steps=1850, **ask)
+    # records without a training choice trained at seed 001's: constant 1e-3, raw weights
+    for choice in ({"lr_schedule": "cosine"}, {"ema_decay": 0.995}, {"lr": 2e-3}):
+        assert not single_fits(run, steps=1850, recipe=choice, **ask)
+        assert single_fits({**run, **choice}, steps=1850, recipe=choice, **ask)
+        assert not single_fits({**run, **choice}, steps=1850, **ask)
+    assert single_fits(run, steps=1850, recipe={"lr": 1e-3, "ema_decay": 0.0}, **ask)
     timed = {**run, "max_steps": None, "max_minutes": 8.8}
     assert single_fits(timed, seconds=8.8 * 60, **ask)
     assert single_fits(timed, seconds=9.0 * 60, **ask)  # within 5%
@@ -889,10 +887,11 @@ def test_singles_share_the_dual_models_architecture_and_are_paired_by_it():
     assert single_overrides(dual_over) == {"spectral": True, "tau": 0.05}
     assert single_overrides({"agreement_weight": 1.0}) == {}
     assert single_tag({"spectral": True, "tau": 0.05}) == "spectral_tau0.05"
-    assert single_tag({"spectral": True}, "cosine") == "spectral_cosine"
-    assert single_tag({}, "cosine") == "cosine"
-    assert single_tag({}, "cosine", 0.995) == "cosine_ema0.995"
-    assert single_tag({"spectral": True}, ema_decay=0.99) == "spectral_ema0.99"
+    assert single_tag({"spectral": True}, {"lr_schedule": "cosine"}) == "spectral_cosine"
+    assert single_tag({}, {"lr_schedule": "cosine"}) == "cosine"
+    assert single_tag({}, {"lr_schedule": "cosine", "ema_decay": 0.995}) == "cosine_ema0.995"
+    assert single_tag({"spectral": True}, {"ema_decay": 0.99, "lr": 1e-3}) == "spectral_ema0.99"
+    assert single_tag({}, {"lr": 2e-3}) == "lr0.002"
     assert single_name("single_equal_steps", 0, "spectral") == "single_equal_steps_spectral"
     assert single_name("single_equal_time", 2, "spectral") == "single_equal_time_spectral_seed2"
     assert single_name("single_equal_time", 1) == "single_equal_time_seed1"

@@ -162,28 +162,28 @@ def instrument_model_recovery(
 SINGLE_KINDS = (("single_equal_steps", "equal steps"), ("single_equal_time", "equal time"))
 
 
-def run_lr_schedule(run: Mapping[str, Any]) -> str:
-    """A run record's learning-rate schedule; records from before the option trained at
-    seed 001's constant rate."""
-    return run.get("lr_schedule") or "constant"
+# The training choices besides the model's options that a single latent shares with the
+# dual run it is set beside, and the value a run record without one trained at (seed 001's
+# constant Adam 1e-3 and raw weights; older records lack the later keys).
+RECIPE_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "lr_schedule": "constant", "ema_decay": 0.0}
 
 
-def run_ema_decay(run: Mapping[str, Any]) -> float:
-    """A run record's weight-EMA decay; records from before the option kept the raw weights
-    (0), as seed 001 does."""
-    return float(run.get("ema_decay") or 0.0)
+def run_recipe(run: Mapping[str, Any]) -> dict[str, Any]:
+    """A run record's (or a training config's, as a dict) :data:`RECIPE_DEFAULTS` keys, each
+    defaulted where the record predates it."""
+    return {k: v if run.get(k) is None else run[k] for k, v in RECIPE_DEFAULTS.items()}
 
 
-def single_tag(
-    overrides: Mapping[str, Any], lr_schedule: str = "constant", ema_decay: float = 0.0
-) -> str:
+def single_tag(overrides: Mapping[str, Any], recipe: Mapping[str, Any] | None = None) -> str:
     """The name part for a single-latent baseline's model options: "" for seed 001's, else
-    each option (``spectral``, ``tau0.05``) joined by underscores, then the learning-rate
-    schedule where it is not seed 001's constant rate (``cosine``) and the weight EMA where
-    there is one (``ema0.995``)."""
+    each option (``spectral``, ``tau0.05``) joined by underscores, then each training choice
+    of ``recipe`` that is not seed 001's (``lr0.002``, ``cosine``, ``ema0.995``)."""
     parts = [k if v is True else f"{k}{v}" for k, v in sorted(overrides.items())]
-    parts += [lr_schedule] if lr_schedule != "constant" else []
-    return "_".join(parts + ([f"ema{ema_decay:g}"] if ema_decay else []))
+    r = run_recipe(recipe or {})
+    parts += [f"lr{r['lr']:g}"] if r["lr"] != RECIPE_DEFAULTS["lr"] else []
+    parts += [r["lr_schedule"]] if r["lr_schedule"] != "constant" else []
+    parts += [f"ema{r['ema_decay']:g}"] if r["ema_decay"] else []
+    return "_".join(parts)
 
 
 def single_name(kind: str, seed: int = 0, tag: str = "") -> str:
@@ -200,17 +200,15 @@ def single_fits(
     seed: int,
     overrides: Mapping[str, Any],
     batch: Sequence[int] | None = None,
-    lr_schedule: str = "constant",
-    ema_decay: float = 0.0,
+    recipe: Mapping[str, Any] | None = None,
     steps: int | None = None,
     seconds: float | None = None,
     tolerance: float = 0.05,
 ) -> bool:
     """Whether the run record ``run`` is a single-latent baseline trained with training seed
     ``seed``, the single-latent options ``overrides``, the batches ``batch`` (unchecked
-    where either side lacks them), the learning-rate schedule ``lr_schedule`` and the
-    weight EMA ``ema_decay`` (a record without them used seed 001's constant rate and raw
-    weights), for the budget asked: exactly ``steps``
+    where either side lacks them) and the training choices ``recipe`` (:func:`run_recipe`;
+    seed 001's where absent, on either side), for the budget asked: exactly ``steps``
     optimizer steps when ``steps`` is given, else a wall-clock budget within ``tolerance``
     of ``seconds``. The one rule for setting a single beside a dual model and for reusing
     a trained one."""
@@ -220,7 +218,7 @@ def single_fits(
         return False
     if batch and run.get("batch") and list(run["batch"]) != list(batch):
         return False
-    if run_lr_schedule(run) != lr_schedule or run_ema_decay(run) != ema_decay:
+    if run_recipe(run) != run_recipe(recipe or {}):
         return False
     if steps is not None:
         return run.get("max_steps") is not None and run["max_steps"] == steps
@@ -245,7 +243,7 @@ def paired_single(
     qualifies; None when no run does."""
     d = runs[dual]
     want = single_overrides(d.get("overrides") or {})
-    schedule, ema = run_lr_schedule(d), run_ema_decay(d)
+    recipe = run_recipe(d)
     budget: dict[str, Any] = (
         {"steps": d.get("steps"), "seconds": None}
         if kind == "single_equal_steps"
@@ -260,13 +258,12 @@ def paired_single(
             seed=seed,
             overrides=want,
             batch=d.get("batch"),
-            lr_schedule=schedule,
-            ema_decay=ema,
+            recipe=recipe,
             tolerance=tolerance,
             **budget,
         )
 
-    plain = single_name(kind, seed, single_tag(want, schedule, ema))
+    plain = single_name(kind, seed, single_tag(want, recipe))
     names = [plain] + [n for n in runs if n != plain]
     return next((n for n in names if n in runs and qualifies(runs[n])), None)
 
@@ -284,13 +281,11 @@ def lightcurve_separation_goals(
     ``reference_seconds``), and name it. With ``fallback``, a margin without such a run is
     taken against the plain-named single of the dual's architecture (seed ``seed``, else 0)
     where there is one; without it, the margin is left out. Each run holds
-    ``instrument_accuracy``, ``r2_at_100``/``r2_at_1000``, its ``overrides``,
-    ``lr_schedule`` (constant if absent) and ``ema_decay`` (0 if absent) and, for the
-    singles, their ``seed``, ``batch``, ``max_steps`` and ``max_minutes``."""
+    ``instrument_accuracy``, ``r2_at_100``/``r2_at_1000``, its ``overrides``, its training
+    choices (:data:`RECIPE_DEFAULTS` where absent) and, for the singles, their ``seed``,
+    ``batch``, ``max_steps`` and ``max_minutes``."""
     d = runs[dual]
-    tag = single_tag(
-        single_overrides(d.get("overrides") or {}), run_lr_schedule(d), run_ema_decay(d)
-    )
+    tag = single_tag(single_overrides(d.get("overrides") or {}), run_recipe(d))
     acc = d["instrument_accuracy"]
     goals = {
         "star-latent instrument id <= 0.10": (acc["star"], "<= 0.10", acc["star"] <= 0.10),
