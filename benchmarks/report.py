@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from whatsreal.evaluate.lightcurves import run_recipe, single_tag
 from whatsreal.train.contrastive import ContrastiveTrainConfig
 from whatsreal.utils import atomic_write_text
 
@@ -851,6 +852,8 @@ def separation_lightcurves(r: dict) -> list[str]:
         tc = ContrastiveTrainConfig
         default = [tc.sources_per_batch, tc.views_per_source]
         shape = f"; {batch[0]} stars × {batch[1]} views" if batch and batch != default else ""
+        recipe = single_tag({}, run_recipe(run))  # training choices not seed 001's
+        shape += f"; {recipe.replace('_', ', ')}" if recipe else ""
         took = f" ({run['train_seconds'] / 60:.1f} min)" if "train_seconds" in run else ""
         lines.append(
             f"| {name} ({run['kind']}) | `{json.dumps(run['overrides'])}`{shape} | "
