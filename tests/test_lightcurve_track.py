@@ -238,3 +238,23 @@ def test_instrument_model_recovery_known_answers(tmp_path):
     assert bad["r2_mean_vs_true_offset"] <= 0.0
     with pytest.raises(ValueError, match="calibration_weight > 0"):
         instrument_model_recovery(build_contrastive_model("tiny", 1, cfg.length), store, splits)
+
+
+def test_weight_ema_resumes_exactly(tmp_path):
+    """A run killed after its first epoch and resumed ends with the same EMA weights as one
+    trained straight through: the average is part of the checkpoint."""
+    cfg = lightcurve_sim_config("tiny", n_lightcurves=300, n_stars=30)
+    store = write_lightcurve_store(tmp_path / "lc.store", cfg)
+    kw = dict(preset="tiny", sources_per_batch=8, views_per_source=3, progress=False)
+    kw.update(ema_decay=0.9, patience=10)
+    straight = fit_contrastive(store, tmp_path / "a", ContrastiveTrainConfig(**kw, max_epochs=2))
+    first = fit_contrastive(store, tmp_path / "b", ContrastiveTrainConfig(**kw, max_epochs=1))
+    resumed = fit_contrastive(
+        store, tmp_path / "b", ContrastiveTrainConfig(**kw, max_epochs=2), resume=True
+    )
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    # the second epoch is what is compared: its best checkpoint is not the first epoch's
+    assert any(not torch.allclose(a[k], v, atol=1e-4) for k, v in first.state_dict().items())
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
