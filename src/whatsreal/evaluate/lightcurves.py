@@ -180,9 +180,12 @@ def single_tag(overrides: Mapping[str, Any], recipe: Mapping[str, Any] | None = 
     of ``recipe`` that is not seed 001's (``lr0.002``, ``cosine``, ``ema0.995``)."""
     parts = [k if v is True else f"{k}{v}" for k, v in sorted(overrides.items())]
     r = run_recipe(recipe or {})
-    parts += [f"lr{r['lr']:g}"] if r["lr"] != RECIPE_DEFAULTS["lr"] else []
-    parts += [r["lr_schedule"]] if r["lr_schedule"] != "constant" else []
-    parts += [f"ema{r['ema_decay']:g}"] if r["ema_decay"] else []
+    shown = {
+        "lr": f"lr{r['lr']:g}",
+        "lr_schedule": r["lr_schedule"],
+        "ema_decay": f"ema{r['ema_decay']:g}",
+    }
+    parts += [shown[k] for k, v in RECIPE_DEFAULTS.items() if r[k] != v]
     return "_".join(parts)
 
 
