@@ -360,3 +360,50 @@ def test_statistics_decoder_trains_the_instrument_encoder_only(sky_store, one_th
     assert not any(g.abs().sum() > 0 for g in grads(model.physics_encoder))
     with pytest.raises(ConfigError, match="stats_weight"):
         build_counterfactual_model("tiny", "image", 2, 16, stats_weight=-1.0)
+
+
+@pytest.mark.slow
+def test_freeze_encoders_trains_the_decoder_alone(sky_store, tmp_path, one_thread):
+    from whatsreal.train.counterfactual import fit_counterfactual
+
+    base = dict(preset="tiny", batch_size=8, max_steps=2, val_every=2, val_batches=1)
+    base.update(ckpt_every=2, progress=False, lr=1e-2)
+    warm = fit_counterfactual(
+        sky_store,
+        tmp_path / "warm",
+        CounterfactualTrainConfig(**base, model_overrides={"hybrid_weight": 1.0, "fm_weight": 0}),
+    )
+    cfg = CounterfactualTrainConfig(
+        **{**base, "max_steps": 3},
+        init_from=str(tmp_path / "warm" / "model"),
+        freeze_encoders=True,
+        model_overrides={"hybrid_weight": 1.0},  # would move the encoders if they trained
+    )
+    model = fit_counterfactual(sky_store, tmp_path / "frozen", cfg)
+    # Encoder weights and BatchNorm statistics are the warm run's, bit for bit ...
+    for name in ("physics_encoder", "instrument_encoder"):
+        theirs = getattr(warm, name).state_dict()
+        for key, value in getattr(model, name).state_dict().items():
+            assert torch.equal(value, theirs[key]), f"{name}.{key} changed"
+    views = ViewDataset(sky_store, "test", n_instrument=0)
+    x = collate_views(views.__getitems__(list(range(6))))["anchor"]
+    for a, b in zip(model.embed(x), warm.embed(x), strict=True):
+        assert torch.equal(a, b)
+    # ... and the decoder, which started where the warm run's idle one did, has learned.
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(model.decoder.parameters(), warm.decoder.parameters(), strict=True)
+    )
+    log = (tmp_path / "frozen" / "logs" / "metrics.csv").read_text()
+    assert "val/fm" in log and "val/phys" not in log
+
+
+def test_freeze_encoders_refuses_what_it_cannot_do():
+    with pytest.raises(ConfigError, match=r"train\.init_from"):
+        CounterfactualTrainConfig(preset="tiny", freeze_encoders=True)
+    model = build_counterfactual_model("tiny", "image", 2, 16, fm_weight=0.0, hybrid_weight=1.0)
+    from whatsreal.train.counterfactual import CounterfactualTask
+
+    cfg = CounterfactualTrainConfig(preset="tiny", init_from="m", freeze_encoders=True)
+    with pytest.raises(ConfigError, match="fm_weight"):
+        CounterfactualTask(model, cfg)

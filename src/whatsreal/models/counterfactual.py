@@ -569,16 +569,40 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
 
     # -- training objective ----------------------------------------------------------------
     def loss(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+        self,
+        batch: dict[str, Tensor],
+        generator: torch.Generator | None = None,
+        decoder_only: bool = False,
     ) -> dict[str, Tensor]:
         """Velocity MSE (seed 000 eq. 2), averaged over ``n_draws`` (t, x_0) draws per
         conditioning set; plus the hybrid InfoNCE terms when ``hybrid_weight`` > 0 and the
-        instrument adversary on the physics latent when ``adversary_weight`` > 0."""
+        instrument adversary on the physics latent when ``adversary_weight`` > 0.
+
+        ``decoder_only`` is the loss of a decoder trained on frozen encoders: the latents are
+        computed without gradients and only the velocity term is returned, since every other
+        term trains the encoders."""
         if self.single_latent and self.single_objective == "masked":
             loss = self._masked_reconstruction(batch["anchor"], generator)
             return {"mae": loss, "total": loss}
         if self.training and self.instrument_band_drop > 0:
             batch = self._drop_bands(batch, generator)
+        if decoder_only:
+            if self.single_latent or self.fm_weight <= 0:
+                raise ConfigError(
+                    "decoder_only needs a flow decoder to train: this model is single-latent "
+                    "or has fm_weight 0"
+                )
+            with torch.no_grad():
+                cond, cmask, _ = self.condition(
+                    batch["physics"],
+                    batch["physics_mask"],
+                    batch["instrument_views"],
+                    batch["instrument_mask"],
+                    batch.get("physics_rows"),
+                    batch.get("instrument_rows"),
+                )
+            fm = self._flow_matching(batch["anchor"], cond, cmask, generator)
+            return {"fm": fm, "total": self.fm_weight * fm}
         cond, cmask, per_view = self.condition(
             batch["physics"],
             batch["physics_mask"],

@@ -82,6 +82,9 @@ class CounterfactualTrainConfig:
     instrument_views: Literal["auto", "sky", "pool"] = "auto"
     batching: Literal["random", "sky"] = "random"  # sky: batches of neighbours sharing views
     init_from: str | None = None  # a saved model whose encoders (and heads) start this run
+    # train the flow decoder alone on init_from's encoders, which stay as they are (BatchNorm
+    # statistics included): the latents, and any index built on them, do not change
+    freeze_encoders: bool = False
     # partial overlap, emulated on a full-overlap store (sampling.footprint_rows): this
     # instrument's rows outside the Dec strip holding footprint_fraction of them are hidden
     footprint_instrument: str | None = None
@@ -134,11 +137,16 @@ class CounterfactualTrainConfig:
     resume_fixed: ClassVar[tuple[str, ...]] = (
         *("preset", "modality", "model_overrides"),
         *("val", "test", "split_seed"),
-        *("footprint_instrument", "footprint_fraction"),
+        *("footprint_instrument", "footprint_fraction", "freeze_encoders"),
     )
 
     def __post_init__(self) -> None:
         validate_dataclass(self, "train")
+        if self.freeze_encoders and not self.init_from:
+            raise ConfigError(
+                "train.freeze_encoders keeps the encoders as train.init_from gives them, but "
+                "train.init_from is not set: point it at a trained run's model/ folder"
+            )
 
     @property
     def splits(self) -> SplitSpec:
@@ -159,12 +167,21 @@ class CounterfactualTask(L.LightningModule):
         super().__init__()
         self.model = model
         self.cfg = cfg
+        if cfg.freeze_encoders:
+            if model.single_latent or model.fm_weight <= 0:
+                raise ConfigError(
+                    "train.freeze_encoders trains the flow decoder alone, and this model has "
+                    "none to train (single_latent, or model_overrides.fm_weight 0)"
+                )
+            model.requires_grad_(False)
+            model.decoder.requires_grad_(True)
         self.ema = weight_ema(model, cfg.ema_decay)
+        self.train()  # Lightning keeps each module's mode: the frozen encoders' eval starts here
         self._forward = torch.compile(model.loss) if cfg.compile else model.loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         gen = step_generator(self.cfg.seed, self.global_step, self.global_rank, self.device)
-        losses = self._forward(self._prepare(batch), gen)
+        losses = self._forward(self._prepare(batch), gen, decoder_only=self.cfg.freeze_encoders)
         stop_if_not_finite(losses["total"], batch, self.trainer)  # before it reaches the weights
         bs = batch["anchor"].shape[0]
         for name, value in losses.items():
@@ -183,7 +200,7 @@ class CounterfactualTask(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         gen = step_generator(self.cfg.seed + 1, batch_idx, self.global_rank, self.device)
         model: CounterfactualModel = self.ema.module  # type: ignore[assignment]
-        losses = model.loss(self._prepare(batch), gen)
+        losses = model.loss(self._prepare(batch), gen, decoder_only=self.cfg.freeze_encoders)
         bs = batch["anchor"].shape[0]
         for name, value in losses.items():
             self.log(f"val/{name}", value, batch_size=bs, sync_dist=True, prog_bar=name == "total")
@@ -195,13 +212,23 @@ class CounterfactualTask(L.LightningModule):
                 batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
         return batch
 
+    def train(self, mode: bool = True) -> CounterfactualTask:
+        """Lightning's train/eval switch; frozen encoders stay in eval mode, so their
+        BatchNorm layers neither use batch statistics nor update their running ones."""
+        super().train(mode)
+        if self.cfg.freeze_encoders:
+            for name, child in self.model.named_children():
+                if name != "decoder":
+                    child.eval()
+        return self
+
     def configure_optimizers(self) -> Any:
         # Lightning refuses gradient clipping with a fused optimizer under mixed precision
         # (bf16-mixed is the GPU default): fuse in full precision only.
         mixed = "mixed" in resolve_precision(self.cfg.precision) or self.cfg.precision == "16"
         fused = self.cfg.fused_optimizer and _fused_ok() and not mixed
         opt = torch.optim.AdamW(
-            self.model.parameters(),
+            [p for p in self.model.parameters() if p.requires_grad],
             lr=self.cfg.lr,
             weight_decay=self.cfg.weight_decay,
             **({"fused": True} if fused else {}),
@@ -464,7 +491,10 @@ def fit_counterfactual(
         use_distributed_sampler=False,  # StepBatchSampler shards by rank itself
         log_every_n_steps=cfg.log_every,
     )
-    trainer.fit(task, datamodule=CounterfactualData(store, cfg), ckpt_path=ckpt_path)
+    with warnings.catch_warnings():
+        if cfg.freeze_encoders:  # the encoders' eval mode is the point of the option
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
+        trainer.fit(task, datamodule=CounterfactualData(store, cfg), ckpt_path=ckpt_path)
     ema: CounterfactualModel = task.ema.module.cpu().eval()  # type: ignore[assignment]
     ema = ema.to(memory_format=torch.contiguous_format)
     if trainer.is_global_zero:
