@@ -1125,6 +1125,17 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
         "issues 10 and 11)",
         evaluate_kept,
     ),
+    "evaluate_dec_joint_950_tau02": (
+        "Galaxy counterfactuals of the kept 950-step encoders (τ 0.2, sky store): the "
+        "decoder stage with the encoders trained on (`whatsreal evaluate`, issue 10)",
+        evaluate_kept,
+    ),
+    "evaluate_dec_frozen_950_tau02": (
+        "Galaxy counterfactuals of the kept 950-step encoders (τ 0.2, sky store): the "
+        "decoder alone on frozen encoders, `train.freeze_encoders` (`whatsreal evaluate`, "
+        "issue 10)",
+        evaluate_kept,
+    ),
     "evaluate_staged_nohead": (
         "Galaxy counterfactuals and morphology of the seventh round's levers, before the "
         "decorrelation term (`whatsreal evaluate`, issue 10)",
@@ -1155,6 +1166,12 @@ DEFAULT_COMMANDS = {
     "benchmarks/_data/separation_runs/staged_decor --n-test 500 --n-probe 1000 "
     "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot '' --morphology 200 "
     "--morphology-minutes 3 --cf-reference-minutes 8",
+    "evaluate_dec_joint_950_tau02": "whatsreal evaluate --run "
+    "benchmarks/_data/separation_sky_runs/dec_joint_950_tau02 --n-test 500 --n-probe 1000 "
+    "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot ''",
+    "evaluate_dec_frozen_950_tau02": "whatsreal evaluate --run "
+    "benchmarks/_data/separation_sky_runs/dec_frozen_950_tau02 --n-test 500 --n-probe 1000 "
+    "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot ''",
     "evaluate_staged_nohead": "whatsreal evaluate --run "
     "benchmarks/_data/separation_runs/staged_nohead --n-test 500 --n-probe 1000 "
     "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot '' --morphology 200 "
