@@ -21,6 +21,7 @@ Image decoders are ``diffusers.UNet2DConditionModel``; light curves use
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -586,31 +587,23 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             return {"mae": loss, "total": loss}
         if self.training and self.instrument_band_drop > 0:
             batch = self._drop_bands(batch, generator)
+        if decoder_only and (self.single_latent or self.fm_weight <= 0):
+            raise ConfigError(
+                "decoder_only needs a flow decoder to train: this model is single-latent "
+                "or has fm_weight 0"
+            )
+        with torch.no_grad() if decoder_only else contextlib.nullcontext():
+            cond, cmask, per_view = self.condition(
+                batch["physics"],
+                batch["physics_mask"],
+                batch["instrument_views"],
+                batch["instrument_mask"],
+                batch.get("physics_rows"),
+                batch.get("instrument_rows"),
+            )
         if decoder_only:
-            if self.single_latent or self.fm_weight <= 0:
-                raise ConfigError(
-                    "decoder_only needs a flow decoder to train: this model is single-latent "
-                    "or has fm_weight 0"
-                )
-            with torch.no_grad():
-                cond, cmask, _ = self.condition(
-                    batch["physics"],
-                    batch["physics_mask"],
-                    batch["instrument_views"],
-                    batch["instrument_mask"],
-                    batch.get("physics_rows"),
-                    batch.get("instrument_rows"),
-                )
             fm = self._flow_matching(batch["anchor"], cond, cmask, generator)
             return {"fm": fm, "total": self.fm_weight * fm}
-        cond, cmask, per_view = self.condition(
-            batch["physics"],
-            batch["physics_mask"],
-            batch["instrument_views"],
-            batch["instrument_mask"],
-            batch.get("physics_rows"),
-            batch.get("instrument_rows"),
-        )
         out: dict[str, Tensor] = {}
         total = cond.new_zeros((), dtype=torch.float32)
         if self.fm_weight > 0:
