@@ -89,9 +89,47 @@ def test_posterior_metrics_of_an_ideal_posterior():
     # z = (x - mean) / std over S samples: t-like, std sqrt((1 + 1/S)(S - 1)/(S - 3)) = 1.107
     expected = np.sqrt((1 + 1 / s) * (s - 1) / (s - 3))
     assert abs(m["z_mean"]) < 0.02 and m["z_std"] == pytest.approx(expected, abs=0.03)
-    # An overconfident posterior (std halved) shows up as z std ≈ 2.
+    assert m["z_std_calibrated"] == pytest.approx(expected)
+    assert m["spread_ratio"] == pytest.approx(1.0, abs=0.03)
+    # An overconfident posterior (std halved) shows up as z std ≈ 2, and its spread ratio
+    # (error std over posterior std, corrected for S) as 2.
     tight = clean[:, None] + 0.5 * sigma * rng.normal(size=samples.shape).astype(np.float32)
-    assert posterior_metrics(model, tight, flux, clean=clean)["z_std"] > 1.7
+    mt = posterior_metrics(model, tight, flux, clean=clean)
+    assert mt["z_std"] > 1.7 and mt["spread_ratio"] == pytest.approx(2.0, rel=0.05)
+
+
+@pytest.mark.parametrize("s", [6, 8, 12])
+def test_spread_ratio_of_a_calibrated_posterior_from_few_samples(s):
+    """From S draws a calibrated posterior's raw z std is well above 1 (1.255 for S = 8, so a
+    [0.95, 1.15] goal on it fails a perfect model); the corrected spread ratio is 1."""
+    from whatsreal.evaluate.counterfactual import calibrated_z_std
+
+    model = build_counterfactual_model("tiny", "series", 1, 64, stretch="linear", scale=[1.0])
+    rng = np.random.default_rng(s)
+    # The posterior's width varies from pixel to pixel; the truth is one more draw of it.
+    mu = rng.normal(size=(1500, 1, 64)).astype(np.float32)
+    width = rng.uniform(0.05, 0.5, size=mu.shape).astype(np.float32)
+    flux = mu + width * rng.normal(size=mu.shape).astype(np.float32)
+    samples = mu[:, None] + width[:, None] * rng.normal(size=(1500, s, 1, 64)).astype(np.float32)
+    m = posterior_metrics(model, samples, flux, clean=mu)
+    assert m["z_std"] == pytest.approx(calibrated_z_std(s), rel=0.03)
+    assert m["z_std"] > 1.15 or s > 8
+    assert m["spread_ratio"] == pytest.approx(1.0, abs=0.04)
+    # 30% too narrow: the ratio reads 1.3 whatever S is.
+    narrow = mu[:, None] + (width[:, None] / 1.3) * rng.normal(size=samples.shape).astype(
+        np.float32
+    )
+    k_narrow = posterior_metrics(model, narrow, flux, clean=mu)["spread_ratio"]
+    assert k_narrow == pytest.approx(1.3, rel=0.05)
+
+
+def test_spread_ratio_needs_six_samples():
+    """Below 6 draws the z std is too noisy to correct: no ratio rather than a wrong one."""
+    from whatsreal.evaluate.counterfactual import calibrated_z_std, spread_ratio
+
+    assert spread_ratio(1.5, 4) is None and spread_ratio(1.5, 5) is None
+    assert calibrated_z_std(3) is None and calibrated_z_std(4) == pytest.approx(np.sqrt(3.75))
+    assert spread_ratio(calibrated_z_std(8), 8) == pytest.approx(1.0)
 
 
 def test_noise_floor_through_the_asinh_stretch():

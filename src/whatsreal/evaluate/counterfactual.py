@@ -55,6 +55,38 @@ def model_space(model: CounterfactualModel, flux: np.ndarray) -> np.ndarray:
     return model.normalize(torch.from_numpy(np.ascontiguousarray(flux))).numpy()
 
 
+#: Fewest posterior samples for :func:`spread_ratio`: below 6 the z-scores' Student-t law
+#: (S - 1 degrees of freedom) has no finite fourth moment, so their sample std is too noisy
+#: to correct.
+MIN_SAMPLES_FOR_SPREAD_RATIO = 6
+
+
+def calibrated_z_std(n_samples: int) -> float | None:
+    """The pixel z std a perfectly calibrated Gaussian posterior gives from ``n_samples`` draws.
+
+    With the mean and std estimated from S draws, ``(x - mean) / std`` is
+    ``sqrt(1 + 1/S)`` times a Student t with S - 1 degrees of freedom, so its std is
+    ``sqrt((1 + 1/S)(S - 1)/(S - 3))``: 1.255 for 8 draws, 1 only as S grows. None for S < 4,
+    where it is infinite.
+    """
+    s = int(n_samples)
+    return None if s < 4 else float(np.sqrt((1 + 1 / s) * (s - 1) / (s - 3)))
+
+
+def spread_ratio(z_std: float, n_samples: int) -> float | None:
+    """The prediction error's std over the posterior's own std, corrected for ``n_samples``.
+
+    Inverts :func:`calibrated_z_std` for a posterior whose error is k times its spread:
+    ``z_std² = (k² + 1/S)(S - 1)/(S - 3)``. 1 is calibrated, above 1 over-confident; it is
+    the z std seed 000 reads from many samples (~1.07). None below
+    :data:`MIN_SAMPLES_FOR_SPREAD_RATIO` draws.
+    """
+    s = int(n_samples)
+    if s < MIN_SAMPLES_FOR_SPREAD_RATIO:
+        return None
+    return float(np.sqrt(max(z_std**2 * (s - 3) / (s - 1) - 1 / s, 0.0)))
+
+
 def posterior_metrics(
     model: CounterfactualModel,
     samples: np.ndarray,
@@ -63,7 +95,11 @@ def posterior_metrics(
     ivar: np.ndarray | None = None,
 ) -> dict:
     """MSE of posterior samples and mean against the real (and noise-free) targets, over the
-    noise floor, and pixel z-scores. ``samples`` (N, S, ...) and targets (N, ...) in flux."""
+    noise floor, and pixel z-scores. ``samples`` (N, S, ...) and targets (N, ...) in flux.
+
+    ``z_std`` is seed 000's figure as measured from these S samples; ``z_std_calibrated`` is
+    what a calibrated posterior would give from as many, and ``spread_ratio`` the z std
+    corrected to many samples (:func:`spread_ratio`), the one to judge calibration by."""
 
     def norm(a: np.ndarray) -> np.ndarray:
         return model_space(model, a)
@@ -80,6 +116,8 @@ def posterior_metrics(
     out["mse_samples_over_floor"] = out["mse_samples"] / out["noise_floor"]
     z = (x - mean) / np.maximum(std, 1e-6)
     out["z_mean"], out["z_std"] = float(z.mean()), float(z.std())
+    out["z_std_calibrated"] = calibrated_z_std(samples.shape[1])
+    out["spread_ratio"] = spread_ratio(out["z_std"], samples.shape[1])
     hist, edges = np.histogram(np.clip(z, -5, 5), bins=40, range=(-5, 5), density=True)
     out["z_hist"], out["z_edges"] = hist.tolist(), edges.tolist()
     return out

@@ -453,7 +453,7 @@ class GalaxyTrackConfig:
     n_probe: int = 400
     probe_steps: int = 100
     cf_sources: int = 8
-    n_samples: int = 4
+    n_samples: int = 6  # the fewest from which the z std can be corrected (spread ratio)
     nfe: int = 10
     # properties of the few-shot curves; none in the demo (about 20 s it does not have)
     few_shot: tuple[str, ...] = ()
@@ -622,6 +622,12 @@ def galaxy_summary(results: Mapping[str, Any]) -> str:
                 else ""
             )
             + f", pixel z {q['z_mean']:.2f} ± {q['z_std']:.2f}"
+            + (
+                f" (calibrated: ± {q['z_std_calibrated']:.2f}; spread ratio "
+                f"{q['spread_ratio']:.2f})"
+                if q.get("spread_ratio") is not None
+                else ""
+            )
         )
     for param, curves in (results.get("few_shot") or {}).items():
         phys = curves.get("physics") or []

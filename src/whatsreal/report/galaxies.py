@@ -168,11 +168,23 @@ def write_galaxy_report(
         rep.heading(SECTIONS[2])
         rep.text(
             "Pixel z-scores (x - mean(x̂)) / std(x̂) of the real target against the posterior "
-            "samples; a calibrated posterior gives N(0, 1)."
+            "samples. From S samples a calibrated posterior's z std is above 1 (the "
+            "'calibrated' column; 1.255 for 8 samples); the spread ratio is the z std "
+            "corrected for S, the error's std over the posterior's: 1 is calibrated, above 1 "
+            "over-confident. It needs 6 samples or more."
         )
         rep.table(
-            [[f"→ {to}", q["z_mean"], q["z_std"]] for to, q in cf.items()],
-            ["target", "z mean", "z std"],
+            [
+                [
+                    f"→ {to}",
+                    q["z_mean"],
+                    q["z_std"],
+                    q.get("z_std_calibrated"),
+                    q.get("spread_ratio"),
+                ]
+                for to, q in cf.items()
+            ],
+            ["target", "z mean", "z std", "calibrated z std", "spread ratio"],
         )
         fig = calibration_figure(cf)
         rep.figure(fig, "Pixel z-score histograms against N(0, 1)")

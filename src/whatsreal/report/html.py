@@ -28,6 +28,8 @@ code { background: #f3f3f3; padding: 0 .2em; }
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, float):
         return f"{value:.3f}"
     return html.escape(str(value))
@@ -54,7 +56,7 @@ class HtmlReport:
         self.parts.append(f"<p{cls}>{body}</p>")
 
     def table(self, rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
-        """A table; floats are shown with three decimals."""
+        """A table; floats are shown with three decimals, None as a dash."""
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body = "".join(
             "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows
