@@ -794,6 +794,33 @@ def evaluate_kept(r: dict) -> list[str]:
                 f"{q['mse_mean_over_reference']:.2f} | "
                 f"{_yes(q['mse_mean_over_reference'] <= 1.1)} |"
             )
+    lrefs = {to: q for to, q in r["counterfactual"].items() if q.get("latent_reference")}
+    if lrefs:
+        lines += [
+            "",
+            "Latent reference (`--cf-latent-reference-minutes "
+            f"{st['cf_latent_reference_minutes']:g}`, "
+            "`whatsreal.evaluate.cf_reference.latent_reference`): a fresh copy of the model's "
+            "own decoder trained with MSE to predict the target image from the model's "
+            "conditioning of the same views (its frozen encoders' tokens; flow input zero, "
+            "t = 0), for as many minutes, scored on the counterfactuals' own views. If it is "
+            "as far off as the model, what limits is reading a galaxy out of the latents in "
+            "these minutes, whatever the objective; if it is much closer, the flow objective "
+            "is.",
+            "",
+            "| target | reference trained, min (steps) | reference MSE / floor | reference vs "
+            "noise-free / floor | model posterior mean MSE / floor | one-call mean / floor |",
+            "|---|---|---|---|---|---|",
+        ]
+        for to, q in lrefs.items():
+            lr = q["latent_reference"]
+            lines.append(
+                f"| {to} | {lr['regressor']['seconds'] / 60:.1f} ({lr['regressor']['steps']}) "
+                f"| {lr['mse_mean_over_floor']:.2f} | "
+                f"{_f(lr.get('mse_mean_vs_clean_over_floor'), 2)} | "
+                f"{q['mse_mean_over_floor']:.2f} | "
+                f"{_f((q.get('one_step') or {}).get('mse_mean_over_floor'), 2)} |"
+            )
     spectra = {to: q["spectra"] for to, q in r["counterfactual"].items() if q.get("spectra")}
     if spectra:
         lines += [
@@ -1159,6 +1186,12 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
         "`results.json` above stays; `whatsreal evaluate`, issue 10)",
         evaluate_kept,
     ),
+    "evaluate_dec_joint_950_tau02_lref": (
+        "The same decoder stage beside its latent reference: a fresh decoder regressed on the "
+        "model's own latents for as many minutes (the run folder copied; `whatsreal "
+        "evaluate --cf-latent-reference-minutes`, issue 10)",
+        evaluate_kept,
+    ),
     "evaluate_dec_frozen_950_tau02": (
         "Galaxy counterfactuals of the kept 950-step encoders (τ 0.2, sky store): the "
         "decoder alone on frozen encoders, `train.freeze_encoders` (`whatsreal evaluate`, "
@@ -1203,6 +1236,12 @@ DEFAULT_COMMANDS = {
     "benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_s24/results.json && whatsreal "
     "evaluate --run benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_s24 --n-test 200 "
     "--n-probe 200 --probe-steps 20 --cf-sources 32 --n-samples 24 --nfe 20 --few-shot ''",
+    "evaluate_dec_joint_950_tau02_lref": "cp -r benchmarks/_data/separation_sky_runs/"
+    "dec_joint_950_tau02 benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_lref && rm "
+    "benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_lref/results.json && whatsreal "
+    "evaluate --run benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_lref --n-test 200 "
+    "--n-probe 200 --probe-steps 20 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot '' "
+    "--cf-latent-reference-minutes 6",
     "evaluate_dec_frozen_950_tau02": "whatsreal evaluate --run "
     "benchmarks/_data/separation_sky_runs/dec_frozen_950_tau02 --n-test 500 --n-probe 1000 "
     "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot ''",

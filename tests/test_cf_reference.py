@@ -72,3 +72,33 @@ def test_a_diverged_reference_raises_instead_of_scoring():
 
     with pytest.raises(RuntimeError, match="diverged"):
         fit_for_budget(net, loss_of_batch, minutes=0.001, lr=1e-3)
+
+
+def test_latent_reference_trains_a_copy_on_the_counterfactuals_views(store, one_thread):
+    """The latent reference trains a fresh copy of the model's decoder on the model's own
+    conditioning and scores it on the given views; the model itself is left untouched."""
+    from whatsreal.evaluate.galaxies import split_sources
+    from whatsreal.infer.counterfactual import view_rows
+    from whatsreal.models.counterfactual import robust_scale
+
+    fit = store.read(np.arange(60), ("flux", "ivar"))  # a stretch matched to the store
+    torch.manual_seed(0)
+    scale = robust_scale(fit["flux"], fit["ivar"])
+    model = build_counterfactual_model("tiny", "image", 4, 48, scale=scale).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    src = split_sources(store, SPLITS)
+    test = view_rows(store, "hsc", sources=src["test"][:6], n_physics=1, k=3)
+    fast = ref.ReferenceSettings(minutes=0.05, batch_size=4)
+    r = ref.latent_reference(model, store, "hsc", src["train"], test, fast)
+    assert r["n"] == int((test.target >= 0).sum()) and r["regressor"]["steps"] >= 5
+    assert np.isfinite(r["mse_mean_over_floor"]) and r["mse_mean_over_floor"] > 0
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # It learns: better than an all-zero image in the model's space on the same targets.
+    tgt = store.read(test.target[test.target >= 0], ("flux", "clean", "ivar"))
+    zeros = np.zeros_like(model_space(model, tgt["flux"]))
+    blank = prediction_errors(model, zeros, tgt["flux"], tgt["clean"], tgt["ivar"])
+    assert r["mse_mean_over_floor"] < blank["mse_mean_over_floor"]
+    empty = view_rows(store, "hsc", sources=src["test"][:1], n_physics=1, k=3)
+    with pytest.raises(ConfigError, match="fewer than 2 test views"):
+        ref.latent_reference(model, store, "hsc", src["train"], empty, fast)

@@ -71,6 +71,7 @@ def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
     run, _ = galaxy_run
     args = ["evaluate", "--run", str(run), *FAST, "--probe-steps", "10", "--few-shot", "r_half"]
     args += ["--morphology", "4", "--morphology-minutes", "0.01", "--cf-reference-minutes", "0.01"]
+    args += ["--cf-latent-reference-minutes", "0.01"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "morphology (hsc ellipticity regressor" in out
@@ -123,6 +124,14 @@ def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
         assert q["mse_mean_over_reference"] == pytest.approx(
             q["mse_mean_over_floor"] / ref["mse_mean_over_floor"]
         )
+        lref = q["latent_reference"]  # the decoder regressed on the latents, same views
+        assert lref["n"] == 4 and lref["mse_mean_over_floor"] > 0
+        assert lref["noise_floor"] == pytest.approx(q["noise_floor"])
+        assert q["mse_mean_over_latent_reference"] == pytest.approx(
+            q["mse_mean_over_floor"] / lref["mse_mean_over_floor"]
+        )
+        # 3 samples: too few for the z std's finite-sample correction, so no spread ratio
+        assert q["spread_ratio"] is None and q["z_std_calibrated"] is None
     bad = [p for p, v in _finite(r) if not math.isfinite(v)]
     assert not bad, bad
     page = (run / "report.html").read_text()

@@ -285,6 +285,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         morphology=args.morphology,
         morphology_settings=MorphologySettings(minutes=args.morphology_minutes),
         cf_reference_minutes=args.cf_reference_minutes,
+        cf_latent_reference_minutes=args.cf_latent_reference_minutes,
     )
     lines = [galaxy_summary(r)]
     run = Path(args.run)
@@ -717,6 +718,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the counterfactuals' information-limited reference (a UNet from the other "
         "survey's image and the target's true conditions) this long per direction and score "
         "it on the same galaxies (default 0 skips it)",
+    )
+    ev.add_argument(
+        "--cf-latent-reference-minutes",
+        type=float,
+        default=0.0,
+        help="train a fresh copy of the model's decoder by regression on the model's own "
+        "latents this long per direction and score it on the counterfactuals' views: what "
+        "the latents hold, without the flow objective (default 0 skips it)",
     )
     ev.add_argument("--store", help="the run's store, if it moved since training")
     ev.add_argument("--quiet", action="store_true", help="no progress")

@@ -154,3 +154,92 @@ def counterfactual_reference(
     }
     out.update(regressor=info, conditions=list(CONDITION_COLUMNS))
     return out
+
+
+def latent_reference(
+    model: nn.Module,
+    store: ObservationStore,
+    to: str,
+    train_sources: np.ndarray,
+    test: Any,
+    settings: ReferenceSettings | None = None,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """What the model's latents hold of the target image, read without the flow objective.
+
+    A fresh copy of the model's own decoder (same architecture, re-initialised) is trained
+    with MSE to predict the target image from the model's conditioning of the same views:
+    its frozen encoders' tokens, the flow input held at zero and t at 0. In the same minutes
+    as the flow decoder it splits the posterior-mean error: as far off as the model, what
+    limits is reading the galaxy out of the latents in that time, whatever the objective;
+    much closer, the flow objective is.
+    ``test`` is a :class:`whatsreal.infer.counterfactual.ViewRows` (or a result with
+    ``physics_rows``, ``instrument_rows`` and ``target_row``): it is scored on exactly the
+    views the counterfactuals were made from. Training views are picked by the same rule
+    for ``train_sources``. Returns errors as :func:`counterfactual_reference`'s."""
+    import copy
+
+    from whatsreal.infer.counterfactual import gather_views, view_rows
+
+    s = settings or ReferenceSettings()
+    say = say or (lambda _msg: None)
+    if getattr(model, "decoder", None) is None or not hasattr(model, "condition"):
+        raise ConfigError(
+            f"{type(model).__name__} has no flow decoder and conditioning to read: the latent "
+            "reference needs a counterfactual model trained with fm_weight > 0"
+        )
+    phys = np.asarray(getattr(test, "physics_rows", getattr(test, "physics", None)))
+    ctx = np.asarray(getattr(test, "instrument_rows", getattr(test, "instrument", None)))
+    target = np.asarray(getattr(test, "target_row", getattr(test, "target", None)))
+    have = target >= 0
+    if have.sum() < 2:
+        raise ConfigError(f"latent reference: fewer than 2 test views with a real {to} image")
+    train = view_rows(
+        store, to, sources=train_sources, n_physics=phys.shape[1], k=ctx.shape[1], seed=s.seed
+    )
+    keep = np.flatnonzero(train.target >= 0)
+    if keep.size < 2:
+        raise ConfigError(f"latent reference: fewer than 2 training sources seen by {to}")
+    rng = np.random.default_rng(s.seed)
+    if keep.size > s.n_train:
+        keep = np.sort(rng.choice(keep, s.n_train, replace=False))
+    say(f"latent reference on {keep.size:,} training views ({s.minutes:g} min)")
+    model.eval()
+    torch.manual_seed(s.seed)
+    dec = copy.deepcopy(model.decoder)
+    for m in dec.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    dec.requires_grad_(True)
+
+    def predict(p: np.ndarray, c: np.ndarray) -> torch.Tensor:
+        pv, pm = gather_views(store, p)
+        iv, im = gather_views(store, c)
+        with torch.no_grad():
+            cond, cmask, _ = model.condition(pv, pm, iv, im)
+        x = torch.zeros(len(p), *store.shape)
+        return dec(x, torch.zeros(len(p)), cond, cmask)
+
+    def loss_of_batch() -> torch.Tensor:
+        idx = np.sort(rng.choice(keep, min(s.batch_size, keep.size), replace=False))
+        y = torch.from_numpy(model_space(model, store.read(train.target[idx], ("flux",))["flux"]))
+        return torch.mean((predict(train.physics[idx], train.instrument[idx]) - y) ** 2)
+
+    info = fit_for_budget(dec, loss_of_batch, s.minutes, s.lr)
+    info["train_examples"] = int(keep.size)
+    rows = np.flatnonzero(have)
+    with torch.inference_mode():
+        pred = torch.cat(
+            [
+                predict(phys[rows[lo : lo + 32]], ctx[rows[lo : lo + 32]])
+                for lo in range(0, rows.size, 32)
+            ]
+        ).numpy()
+    arrays = [a for a in ("flux", "clean", "ivar") if a in store.arrays]
+    tgt = store.read(target[rows], arrays)
+    out = {
+        "n": int(rows.size),
+        **prediction_errors(model, pred, tgt["flux"], tgt.get("clean"), tgt.get("ivar")),
+    }
+    out["regressor"] = info
+    return out

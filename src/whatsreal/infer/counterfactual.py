@@ -88,14 +88,22 @@ def _context_rows(
     return out
 
 
-def counterfactual_views(
-    model: CounterfactualModel,
-    store: ObservationStore | str | Path,
+@dataclass
+class ViewRows:
+    """Which store rows condition each source's view by one instrument: the ``physics`` views
+    (its observations by other instruments, (N, P), -1 padded), the ``instrument`` context
+    (the target's observations of its sky neighbours, (N, K)) and its real ``target`` row
+    (-1 if the target never saw it)."""
+
+    source_id: np.ndarray
+    physics: np.ndarray
+    instrument: np.ndarray
+    target: np.ndarray
+
+
+def view_rows(
+    store: ObservationStore,
     to: str,
-    n_samples: int = 8,
-    solver: str = "heun",
-    nfe: int = 20,
-    seed: int = 0,
     sources: np.ndarray | None = None,
     split: str | None = None,
     splits: SplitSpec | None = None,
@@ -103,18 +111,10 @@ def counterfactual_views(
     n_physics: int = 4,
     k: int | None = None,
     radius_arcsec: float | None = None,
-    batch_size: int = 16,
-    progress: bool = False,
-) -> CounterfactualResult:
-    """Generate ``n_samples`` views by instrument ``to`` of each selected source.
-
-    Sources are all those observed by another instrument (optionally only ``split``, or
-    the given ``sources``), at most ``limit`` of them. The noise of batch ``b`` is seeded
-    by ``(seed, b)``, so results do not depend on the device. Instrument views are the
-    ``k`` nearest target observations of other sources within ``radius_arcsec`` (default:
-    the store graph's k and radius, so as in training; see :func:`_context_rows`).
-    """
-    store = store if isinstance(store, ObservationStore) else ObservationStore(store)
+    seed: int = 0,
+) -> ViewRows:
+    """The one rule that picks the views a counterfactual by instrument ``to`` is made from
+    (see :func:`counterfactual_views`, which documents the arguments)."""
     graph = store.neighbours
     if radius_arcsec is None:
         radius_arcsec = graph.radius_arcsec if graph is not None else 180.0
@@ -156,6 +156,38 @@ def counterfactual_views(
         own = r[inst[r] == target]
         target_row[i] = own[0] if own.size else -1
     ctx = _context_rows(store, target, eligible, rows_by_source, k, radius_arcsec, seed)
+    return ViewRows(eligible, phys, ctx, target_row)
+
+
+def counterfactual_views(
+    model: CounterfactualModel,
+    store: ObservationStore | str | Path,
+    to: str,
+    n_samples: int = 8,
+    solver: str = "heun",
+    nfe: int = 20,
+    seed: int = 0,
+    sources: np.ndarray | None = None,
+    split: str | None = None,
+    splits: SplitSpec | None = None,
+    limit: int | None = None,
+    n_physics: int = 4,
+    k: int | None = None,
+    radius_arcsec: float | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> CounterfactualResult:
+    """Generate ``n_samples`` views by instrument ``to`` of each selected source.
+
+    Sources are all those observed by another instrument (optionally only ``split``, or
+    the given ``sources``), at most ``limit`` of them. The noise of batch ``b`` is seeded
+    by ``(seed, b)``, so results do not depend on the device. Instrument views are the
+    ``k`` nearest target observations of other sources within ``radius_arcsec`` (default:
+    the store graph's k and radius, so as in training; see :func:`_context_rows`).
+    """
+    store = store if isinstance(store, ObservationStore) else ObservationStore(store)
+    vr = view_rows(store, to, sources, split, splits, limit, n_physics, k, radius_arcsec, seed)
+    eligible, phys, ctx, target_row = vr.source_id, vr.physics, vr.instrument, vr.target
 
     samples = np.zeros((eligible.size, n_samples, *store.shape), dtype=np.float32)
     batches = range(0, eligible.size, batch_size)
@@ -165,8 +197,8 @@ def counterfactual_views(
         batches = tqdm(batches, desc=f"counterfactual -> {to}", unit="batch")
     for b, lo in enumerate(batches):
         sl = slice(lo, lo + batch_size)
-        pv, pm = _gather(store, phys[sl])
-        iv, im = _gather(store, ctx[sl])
+        pv, pm = gather_views(store, phys[sl])
+        iv, im = gather_views(store, ctx[sl])
         out = model.counterfactual(
             pv, iv, pm, im, n_samples=n_samples, solver=solver, nfe=nfe, seed=seed * 100_003 + b
         )
@@ -207,14 +239,14 @@ def one_step_means(
     out = np.zeros((result.source_id.size, *store.shape), dtype=np.float32)
     for b, lo in enumerate(range(0, result.source_id.size, batch_size)):
         sl = slice(lo, lo + batch_size)
-        pv, pm = _gather(store, result.physics_rows[sl])
-        iv, im = _gather(store, result.instrument_rows[sl])
+        pv, pm = gather_views(store, result.physics_rows[sl])
+        iv, im = gather_views(store, result.instrument_rows[sl])
         m = model.posterior_mean(pv, iv, pm, im, n_draws=n_draws, seed=seed * 100_003 + b)
         out[sl] = m.float().cpu().numpy()
     return out
 
 
-def _gather(store: ObservationStore, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_views(store: ObservationStore, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Views (B, V, *shape) for a (B, V) row table with -1 padding, and the mask."""
     mask = rows >= 0
     views = np.zeros((*rows.shape, *store.shape), dtype=np.float32)

@@ -172,6 +172,7 @@ def evaluate_galaxy_run(
     morphology: int = 0,
     morphology_settings: Any = None,
     cf_reference_minutes: float = 0.0,
+    cf_latent_reference_minutes: float = 0.0,
 ) -> dict:
     """Every metric of the galaxy benchmark for one run; with ``write`` also
     ``results.json`` and ``report.html`` (atomically) in ``out_dir``, the run's folder by
@@ -184,13 +185,17 @@ def evaluate_galaxy_run(
     with ``morphology_settings`` (MorphologySettings) for its regressor.
     ``cf_reference_minutes``: train the counterfactuals' information-limited reference
     (:mod:`whatsreal.evaluate.cf_reference`) this long per direction and score it on the same
-    galaxies (0 skips it)."""
+    galaxies (0 skips it). ``cf_latent_reference_minutes``: likewise, the latent reference
+    (:func:`whatsreal.evaluate.cf_reference.latent_reference`, the model's decoder trained
+    by regression on its own latents), scored on the counterfactuals' own views."""
     if morphology < 0:
         raise ConfigError(f"morphology must be >= 0 (0 skips it); got {morphology}")
-    if cf_reference_minutes < 0:
-        raise ConfigError(
-            f"cf_reference_minutes must be >= 0 (0 skips it); got {cf_reference_minutes}"
-        )
+    for name, value in (
+        ("cf_reference_minutes", cf_reference_minutes),
+        ("cf_latent_reference_minutes", cf_latent_reference_minutes),
+    ):
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0 (0 skips it); got {value}")
     for name, value in (("n_test", n_test), ("n_probe", n_probe), ("nfe", nfe)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1; got {value}")
@@ -245,6 +250,7 @@ def evaluate_galaxy_run(
             "nfe": nfe,
             "morphology": morphology,
             "cf_reference_minutes": cf_reference_minutes,
+            "cf_latent_reference_minutes": cf_latent_reference_minutes,
             "splits": asdict(run.splits),
         },
     }
@@ -320,6 +326,22 @@ def evaluate_galaxy_run(
             )
             results["counterfactual"][to] = q
             examples.views[to] = _first(res, grid_sources)
+            if cf_latent_reference_minutes > 0:
+                from whatsreal.evaluate.cf_reference import ReferenceSettings, latent_reference
+
+                stage(f"latent reference: {to} images regressed from the model's latents")
+                q["latent_reference"] = latent_reference(
+                    model,
+                    st,
+                    to,
+                    split_sources(st, run.splits)["train"],
+                    res,
+                    ReferenceSettings(minutes=cf_latent_reference_minutes),
+                    _indent(stage),
+                )
+                q["mse_mean_over_latent_reference"] = (
+                    q["mse_mean_over_floor"] / q["latent_reference"]["mse_mean_over_floor"]
+                )
         timings["counterfactual_s"] = time.perf_counter() - t
     if cf_reference_minutes > 0 and results["counterfactual"]:
         from whatsreal.evaluate.cf_reference import ReferenceSettings, counterfactual_reference
@@ -626,6 +648,11 @@ def galaxy_summary(results: Mapping[str, Any]) -> str:
                 f" (calibrated: ± {q['z_std_calibrated']:.2f}; spread ratio "
                 f"{q['spread_ratio']:.2f})"
                 if q.get("spread_ratio") is not None
+                else ""
+            )
+            + (
+                f"; latent reference {q['latent_reference']['mse_mean_over_floor']:.2f}"
+                if q.get("latent_reference")
                 else ""
             )
         )
