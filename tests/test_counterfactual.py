@@ -429,3 +429,29 @@ def test_bf16_mixed_precision_trains_with_gradient_clipping(paired_store, tmp_pa
     model = fit_counterfactual(paired_store, tmp_path / "bf16", cfg)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert (tmp_path / "bf16" / "model").is_dir()
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_t_zero_fraction_holds_that_share_of_draws_at_t0(fraction):
+    """t_zero_fraction: that share of the flow-matching draws sits at t = 0 exactly (the
+    posterior-mean path), the rest stay uniform; 0 is seed 000's uniform t."""
+    torch.manual_seed(0)
+    model = build_counterfactual_model(
+        "tiny", "series", 1, 24, n_draws=200, t_zero_fraction=fraction
+    )
+    seen: list[torch.Tensor] = []
+    velocity = model.velocity
+
+    def spy(x, t, cond, mask):
+        seen.append(t.detach().clone())
+        return velocity(x, t, cond, mask)
+
+    model.velocity = spy
+    model.loss(_batch("series", b=4), torch.Generator().manual_seed(1))
+    t = torch.cat(seen)
+    assert t.numel() == 800 and (t >= 0).all() and (t < 1).all()
+    zero = (t == 0).float().mean().item()
+    assert zero == pytest.approx(fraction, abs=0.06)
+    assert t[t > 0].mean().item() == pytest.approx(0.5, abs=0.05)  # the rest uniform
+    with pytest.raises(ConfigError, match="t_zero_fraction"):
+        build_counterfactual_model("tiny", "series", 1, 24, t_zero_fraction=1.0)

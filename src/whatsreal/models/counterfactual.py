@@ -301,6 +301,7 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         type_embedding: bool = False,
         t_sampling: str = "uniform",
         n_draws: int = 1,
+        t_zero_fraction: float = 0.0,
         hybrid_weight: float = 0.0,
         fm_weight: float = 1.0,
         tau: float = 0.1,
@@ -342,6 +343,8 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             raise ConfigError(f"stretch must be 'asinh' or 'linear'; got {stretch!r}")
         if n_draws < 1:
             raise ConfigError(f"n_draws must be >= 1; got {n_draws}")
+        if not 0.0 <= t_zero_fraction < 1.0:
+            raise ConfigError(f"t_zero_fraction must be in [0, 1); got {t_zero_fraction}")
         for key, value in (
             ("physics_negatives", physics_negatives),
             ("instrument_negatives", instrument_negatives),
@@ -413,6 +416,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
         self.modality, self.in_channels, self.size = modality, in_channels, size
         self.token_dim, self.stretch = token_dim, stretch
         self.t_sampling, self.n_draws = t_sampling, n_draws
+        # Draws held at t = 0, where the velocity target trains the posterior mean itself
+        # (x0 + v(x0, 0) = E[x1 | views]; see posterior_mean); 0 is seed 000's uniform t.
+        self.t_zero_fraction = float(t_zero_fraction)
         self.hybrid_weight, self.tau = float(hybrid_weight), float(tau)
         self.fm_weight = float(fm_weight)
         masked = self.single_latent and single_objective == "masked"
@@ -808,6 +814,9 @@ class CounterfactualModel(PretrainedMixin, nn.Module):
             cond = cond.repeat_interleave(k, dim=0)
             cmask = cmask.repeat_interleave(k, dim=0)
         t = sample_t(x1.shape[0], self.t_sampling, generator, x1.device).to(x1.dtype)
+        if self.t_zero_fraction > 0:
+            u = torch.rand(t.shape, generator=generator, device=t.device)
+            t = torch.where(u < self.t_zero_fraction, torch.zeros_like(t), t)
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         tt = t.view(-1, *([1] * (x1.ndim - 1)))
         x_t = (1 - tt) * x0 + tt * x1
