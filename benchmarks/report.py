@@ -1213,6 +1213,16 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
         "(`model.t_zero_fraction: 0.5`; `whatsreal evaluate`, issue 10)",
         evaluate_kept,
     ),
+    "evaluate_dec_joint_950_tau02_seed1": (
+        "The kept decoder stage with decoder training seed 1, no draws held at t = 0 "
+        "(`whatsreal evaluate`, issue 10)",
+        evaluate_kept,
+    ),
+    "evaluate_dec_joint_950_tau02_t0_seed1": (
+        "The kept decoder stage with decoder training seed 1 and a quarter of the flow draws "
+        "at t = 0 (`whatsreal evaluate`, issue 10)",
+        evaluate_kept,
+    ),
     "evaluate_staged_nohead": (
         "Galaxy counterfactuals and morphology of the seventh round's levers, before the "
         "decorrelation term (`whatsreal evaluate`, issue 10)",
@@ -1268,6 +1278,12 @@ DEFAULT_COMMANDS = {
     "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot ''",
     "evaluate_dec_joint_950_tau02_t05": "whatsreal evaluate --run "
     "benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_t05 --n-test 500 --n-probe 1000 "
+    "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot ''",
+    "evaluate_dec_joint_950_tau02_seed1": "whatsreal evaluate --run "
+    "benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_seed1 --n-test 500 --n-probe 1000 "
+    "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot ''",
+    "evaluate_dec_joint_950_tau02_t0_seed1": "whatsreal evaluate --run "
+    "benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_t0_seed1 --n-test 500 --n-probe 1000 "
     "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot ''",
     "evaluate_staged_nohead": "whatsreal evaluate --run "
     "benchmarks/_data/separation_runs/staged_nohead --n-test 500 --n-probe 1000 "
