@@ -427,10 +427,9 @@ def _steps(run_dir: Path) -> int | None:
 # physics latents, one half-width single-band instrument backbone for every band, and no
 # InfoNCE projection heads (the terms act on the latents, seventh round), and the instrument
 # latent decorrelated from each image's own light (eighth round), and the InfoNCE temperature
-# at 0.2 (ninth round: top-1 0.872 over three seeds against 0.846 at 0.1), and a quarter of
-# the flow draws at t = 0, which train the posterior mean (tenth round: counterfactual MSE
-# 2.35 / 1.40 x the floor against 2.75 / 1.61; nothing where fm_weight is 0). The galaxy
-# configs in configs/ hold the same (a test keeps them equal).
+# at 0.2 (ninth round: top-1 0.872 over three seeds against 0.846 at 0.1). The galaxy configs
+# in configs/ hold the same (a test keeps them equal). t_zero_fraction (tenth round) is not
+# kept: its counterfactual gain did not hold over a second decoder seed.
 KEPT_LEVERS: dict[str, Any] = {
     "hybrid_weight": 3.0,
     "physics_negatives": "same_instrument",
@@ -441,7 +440,6 @@ KEPT_LEVERS: dict[str, Any] = {
     "projection_head": "none",
     "decorrelate_weight": 10.0,
     "tau": 0.2,
-    "t_zero_fraction": 0.25,
 }
 
 
