@@ -203,6 +203,15 @@ def _f(v, digits: int = 3) -> str:
     return "–" if v is None or v != v else f"{v:.{digits}f}"
 
 
+def _reference_cells(ref: dict) -> str:
+    """A counterfactual reference's minutes (steps), MSE / floor and MSE vs noise-free."""
+    reg = ref["regressor"]
+    return (
+        f"{reg['seconds'] / 60:.1f} ({reg['steps']}) | {ref['mse_mean_over_floor']:.2f} | "
+        f"{_f(ref.get('mse_mean_vs_clean_over_floor'), 2)}"
+    )
+
+
 def galaxies(r: dict) -> list[str]:
     v = r["variants"]
     lines = [
@@ -786,11 +795,8 @@ def evaluate_kept(r: dict) -> list[str]:
             "|---|---|---|---|---|---|",
         ]
         for to, q in refs.items():
-            ref = q["reference"]
             lines.append(
-                f"| {to} | {ref['regressor']['seconds'] / 60:.1f} ({ref['regressor']['steps']}) "
-                f"| {ref['mse_mean_over_floor']:.2f} | "
-                f"{ref['mse_mean_vs_clean_over_floor']:.2f} | "
+                f"| {to} | {_reference_cells(q['reference'])} | "
                 f"{q['mse_mean_over_reference']:.2f} | "
                 f"{_yes(q['mse_mean_over_reference'] <= 1.1)} |"
             )
@@ -813,11 +819,8 @@ def evaluate_kept(r: dict) -> list[str]:
             "|---|---|---|---|---|---|",
         ]
         for to, q in lrefs.items():
-            lr = q["latent_reference"]
             lines.append(
-                f"| {to} | {lr['regressor']['seconds'] / 60:.1f} ({lr['regressor']['steps']}) "
-                f"| {lr['mse_mean_over_floor']:.2f} | "
-                f"{_f(lr.get('mse_mean_vs_clean_over_floor'), 2)} | "
+                f"| {to} | {_reference_cells(q['latent_reference'])} | "
                 f"{q['mse_mean_over_floor']:.2f} | "
                 f"{_f((q.get('one_step') or {}).get('mse_mean_over_floor'), 2)} |"
             )
