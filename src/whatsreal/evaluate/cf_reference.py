@@ -212,29 +212,37 @@ def latent_reference(
             m.reset_parameters()
     dec.requires_grad_(True)
 
+    device = next(model.parameters()).device  # the model's own device, CPU or GPU
+
     def predict(p: np.ndarray, c: np.ndarray) -> torch.Tensor:
-        pv, pm = gather_views(store, p)
-        iv, im = gather_views(store, c)
+        pv, pm = (t.to(device) for t in gather_views(store, p))
+        iv, im = (t.to(device) for t in gather_views(store, c))
         with torch.no_grad():
             cond, cmask, _ = model.condition(pv, pm, iv, im)
-        x = torch.zeros(len(p), *store.shape)
-        return dec(x, torch.zeros(len(p)), cond, cmask)
+        x = torch.zeros(len(p), *store.shape, device=device)
+        return dec(x, torch.zeros(len(p), device=device), cond, cmask)
 
     def loss_of_batch() -> torch.Tensor:
         idx = np.sort(rng.choice(keep, min(s.batch_size, keep.size), replace=False))
-        y = torch.from_numpy(model_space(model, store.read(train.target[idx], ("flux",))["flux"]))
+        flux = store.read(train.target[idx], ("flux",))["flux"]
+        y = torch.from_numpy(model_space(model, flux)).to(device)
         return torch.mean((predict(train.physics[idx], train.instrument[idx]) - y) ** 2)
 
     info = fit_for_budget(dec, loss_of_batch, s.minutes, s.lr)
     info["train_examples"] = int(keep.size)
     rows = np.flatnonzero(have)
     with torch.inference_mode():
-        pred = torch.cat(
-            [
-                predict(phys[rows[lo : lo + 32]], ctx[rows[lo : lo + 32]])
-                for lo in range(0, rows.size, 32)
-            ]
-        ).numpy()
+        pred = (
+            torch.cat(
+                [
+                    predict(phys[rows[lo : lo + 32]], ctx[rows[lo : lo + 32]])
+                    for lo in range(0, rows.size, 32)
+                ]
+            )
+            .float()
+            .cpu()
+            .numpy()
+        )
     arrays = [a for a in ("flux", "clean", "ivar") if a in store.arrays]
     tgt = store.read(target[rows], arrays)
     out = {
