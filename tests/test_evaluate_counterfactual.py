@@ -176,3 +176,86 @@ def test_reconstruct_anchors_scores_the_one_call_mean(tmp_path, one_thread):
     assert one["mse_mean"] == pytest.approx(expected, rel=1e-5)
     assert one["noise_floor"] == pytest.approx(out["noise_floor"])
     assert out["mse_mean"] != pytest.approx(expected, rel=1e-3)  # the samples are not at 0
+
+
+def _posterior(rng, n: int, s: int, narrow: float):
+    """Gaussian posteriors of varying width; the truth is one more draw, the samples are
+    ``narrow`` times too narrow."""
+    mu = rng.normal(size=(n, 1, 64)).astype(np.float32)
+    width = rng.uniform(0.05, 0.5, size=mu.shape).astype(np.float32)
+    flux = mu + width * rng.normal(size=mu.shape).astype(np.float32)
+    noise = rng.normal(size=(n, s, 1, 64)).astype(np.float32)
+    return mu, flux, mu[:, None] + (width[:, None] / narrow) * noise
+
+
+def test_spread_scale_fitted_on_some_sources_calibrates_others():
+    """Samples 1.4x too narrow: the scale fitted on 400 sources is 1.4, and applied to 400
+    others it brings their spread ratio from 1.4 to 1 without moving the posterior mean."""
+    from whatsreal.evaluate.counterfactual import fit_spread_scale
+    from whatsreal.infer.counterfactual import CounterfactualResult, rescale_spread
+
+    model = build_counterfactual_model("tiny", "series", 1, 64, stretch="asinh", scale=[1.0])
+    rng = np.random.default_rng(3)
+    _, flux_fit, samples_fit = _posterior(rng, 400, 8, narrow=1.4)
+    scale = fit_spread_scale(model, np.sinh(samples_fit), np.sinh(flux_fit))
+    # (asinh stretch with scale 1: draw in model space, hand the model flux units)
+    assert scale == pytest.approx(1.4, rel=0.04)
+
+    mu, flux, samples = _posterior(rng, 400, 8, narrow=1.4)
+    res = CounterfactualResult(
+        source_id=np.arange(400),
+        samples=np.sinh(samples),
+        mean=np.zeros_like(flux),
+        std=np.zeros_like(flux),
+        physics_rows=np.zeros((400, 1), np.int64),
+        instrument_rows=np.zeros((400, 1), np.int64),
+        target_row=np.arange(400),
+    )
+    before = posterior_metrics(model, res.samples, np.sinh(flux), clean=np.sinh(mu))
+    out = rescale_spread(model, res, scale)
+    after = posterior_metrics(model, out.samples, np.sinh(flux), clean=np.sinh(mu))
+    assert before["spread_ratio"] == pytest.approx(1.4, rel=0.05)
+    assert after["spread_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert after["mse_mean_over_floor"] == pytest.approx(before["mse_mean_over_floor"], rel=1e-4)
+    assert out.attrs["spread_scale"] == pytest.approx(scale)
+    np.testing.assert_allclose(out.mean, out.samples.mean(1), rtol=1e-5, atol=1e-6)
+    # a calibrated posterior is left as it is
+    _, flux_ok, samples_ok = _posterior(rng, 400, 8, narrow=1.0)
+    assert fit_spread_scale(model, np.sinh(samples_ok), np.sinh(flux_ok)) == pytest.approx(
+        1.0, abs=0.04
+    )
+
+
+def test_spread_scale_refuses_what_it_cannot_fit():
+    from whatsreal.evaluate.counterfactual import fit_spread_scale
+    from whatsreal.infer.counterfactual import CounterfactualResult, rescale_spread
+
+    model = build_counterfactual_model("tiny", "series", 1, 64, stretch="linear", scale=[1.0])
+    rng = np.random.default_rng(4)
+    _, flux, samples = _posterior(rng, 20, 8, narrow=1.0)
+    with pytest.raises(ValueError, match="needs >= 6 samples"):
+        fit_spread_scale(model, samples[:, :4], flux)
+    with pytest.raises(ValueError, match="validation sources"):
+        fit_spread_scale(model, samples[:1, :, :, :10], flux[:1, :, :10])
+    res = CounterfactualResult(
+        np.arange(20), samples, flux, flux, np.zeros((20, 1)), np.zeros((20, 1)), np.arange(20)
+    )
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="positive finite"):
+            rescale_spread(model, res, bad)
+
+
+def test_spread_scales_are_saved_with_the_model_and_checked(tmp_path):
+    from whatsreal.infer.counterfactual import SPREAD_FILE, load_spread_scales, save_spread_scales
+
+    assert load_spread_scales(tmp_path) == {}
+    save_spread_scales(tmp_path, {"hsc": {"spread_scale": 0.7, "n_sources": 8}})
+    save_spread_scales(tmp_path, {"legacy": {"spread_scale": 1.3, "n_sources": 8}})
+    got = load_spread_scales(tmp_path)
+    assert got["hsc"]["spread_scale"] == 0.7 and got["legacy"]["spread_scale"] == 1.3
+    (tmp_path / SPREAD_FILE).write_text('{"hsc": {"scale": 0.7}}')
+    with pytest.raises(ValueError, match=r"'hsc'.*spread_scale"):
+        load_spread_scales(tmp_path)
+    (tmp_path / SPREAD_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_spread_scales(tmp_path)

@@ -158,6 +158,61 @@ def test_evaluate_writes_results_and_report(galaxy_run, one_thread, capsys):
     assert not list(run.glob(".*.tmp"))  # atomic writes left no temporary file
 
 
+def test_spread_scale_fitted_by_evaluate_is_applied_by_counterfactual(
+    galaxy_run, tmp_path, one_thread, capsys
+):
+    """`evaluate --cf-calibrate N` fits one spread scale per direction on validation
+    galaxies, scores the test samples rescaled (same posterior mean) and saves the scales
+    with the model; `counterfactual` applies the saved scale unless --raw-spread."""
+    import h5py
+
+    from whatsreal.infer.counterfactual import SPREAD_FILE
+
+    src, _ = galaxy_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    args = ["evaluate", "--run", str(run), "--quiet", "--n-probe", "40", "--probe-steps", "5"]
+    args += ["--cf-sources", "3", "--n-samples", "6", "--nfe", "2", "--few-shot", ""]
+    assert main([*args, "--cf-calibrate", "4"]) == 0
+    assert "spread x" in capsys.readouterr().out
+    r = json.loads((run / "results.json").read_text())
+    saved = json.loads((run / "model" / SPREAD_FILE).read_text())
+    assert set(saved) == {"hsc", "legacy"}
+    for to, q in r["counterfactual"].items():
+        rec = q["recalibrated"]
+        assert rec["n_sources"] >= 1 and rec["n_samples"] == 6
+        assert rec["spread_scale"] > 0
+        assert saved[to]["spread_scale"] == pytest.approx(rec["spread_scale"])
+        # z scales as 1/scale (the spread is multiplied, the mean kept)
+        assert rec["z_std"] == pytest.approx(q["z_std"] / rec["spread_scale"], rel=1e-3)
+    page = (run / "report.html").read_text()
+    hsc_scale = r["counterfactual"]["hsc"]["recalibrated"]["spread_scale"]
+    assert "Recalibrated" in page and f"{hsc_scale:.3f}" in page
+    out = tmp_path / "cf.h5"
+    base = ["counterfactual", "--model", str(run / "model"), "--store", r["store"], "--to"]
+    base += ["hsc", "--limit", "2", "--n-samples", "6", "--nfe", "2", "--quiet"]
+    assert main([*base, "--out", str(out)]) == 0
+    assert "spread x" in capsys.readouterr().out
+    raw = tmp_path / "raw.h5"
+    assert main([*base, "--out", str(raw), "--raw-spread"]) == 0
+    import torch
+
+    import whatsreal
+
+    model = whatsreal.load(run / "model")
+    with h5py.File(out) as a, h5py.File(raw) as b:
+        assert a.attrs["spread_scale"] == pytest.approx(saved["hsc"]["spread_scale"])
+        assert "spread_scale" not in b.attrs
+        # in the model's space (where the scale acts) the samples' mean is kept and their
+        # deviations from it are multiplied by the scale
+        xa, xb = (model.normalize(torch.from_numpy(f["samples"][:])).numpy() for f in (a, b))
+    da, db = xa - xa.mean(1, keepdims=True), xb - xb.mean(1, keepdims=True)
+    np.testing.assert_allclose(xa.mean(1), xb.mean(1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(da, saved["hsc"]["spread_scale"] * db, rtol=1e-3, atol=1e-4)
+    assert main([*args, "--cf-calibrate", "4", "--n-samples", "4"]) == 2
+    assert "n_samples >= 6" in capsys.readouterr().err
+
+
 def test_bad_run_folders_get_errors_that_name_the_problem(galaxy_run, tmp_path, capsys):
     run, store = galaxy_run
 

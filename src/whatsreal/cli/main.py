@@ -286,6 +286,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         morphology_settings=MorphologySettings(minutes=args.morphology_minutes),
         cf_reference_minutes=args.cf_reference_minutes,
         cf_latent_reference_minutes=args.cf_latent_reference_minutes,
+        cf_calibrate=args.cf_calibrate,
     )
     lines = [galaxy_summary(r)]
     run = Path(args.run)
@@ -299,6 +300,8 @@ def _counterfactual(args: argparse.Namespace) -> int:
     from whatsreal.infer.counterfactual import (
         check_fits_folder,
         counterfactual_views,
+        load_spread_scales,
+        rescale_spread,
         write_fits,
         write_hdf5,
     )
@@ -318,8 +321,17 @@ def _counterfactual(args: argparse.Namespace) -> int:
         limit=args.limit,
         progress=not args.quiet,
     )
+    scale = None if args.raw_spread else load_spread_scales(args.model).get(args.to)
+    if scale is not None:
+        result = rescale_spread(model, result, scale["spread_scale"])
     out = write_hdf5(result, args.out)
-    print(f"wrote {len(result.source_id)} sources x {args.n_samples} samples -> {out}")
+    note = (
+        f", spread x {scale['spread_scale']:.3f} (fitted on {scale['n_sources']} held-out "
+        "sources; --raw-spread for the flow's own)"
+        if scale is not None
+        else ""
+    )
+    print(f"wrote {len(result.source_id)} sources x {args.n_samples} samples -> {out}{note}")
     if args.fits:
         paths = write_fits(result, args.fits, overwrite=args.overwrite)
         print(f"wrote {len(paths)} FITS files -> {args.fits}")
@@ -727,6 +739,15 @@ def build_parser() -> argparse.ArgumentParser:
         "latents this long per direction and score it on the counterfactuals' views: what "
         "the latents hold, without the flow objective (default 0 skips it)",
     )
+    ev.add_argument(
+        "--cf-calibrate",
+        type=_whole(0, "--cf-calibrate"),
+        default=0,
+        help="validation galaxies per direction from which to fit the counterfactual "
+        "samples' spread scale; the test samples are then scored raw and rescaled, and the "
+        "scales saved with the model, where `whatsreal counterfactual` applies them (needs "
+        "--n-samples >= 6; default 0 skips it)",
+    )
     ev.add_argument("--store", help="the run's store, if it moved since training")
     ev.add_argument("--quiet", action="store_true", help="no progress")
     ev.set_defaults(handler=_evaluate)
@@ -746,6 +767,12 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--out", default="counterfactuals.h5", help="HDF5 output file")
     cf.add_argument("--fits", help="also write one FITS file per source into this folder")
     cf.add_argument("--overwrite", action="store_true", help="replace an existing --fits export")
+    cf.add_argument(
+        "--raw-spread",
+        action="store_true",
+        help="ignore the spread scale saved with the model (`whatsreal evaluate "
+        "--cf-calibrate`) and write the flow's samples as drawn",
+    )
     cf.add_argument("--quiet", action="store_true", help="no progress bar")
     cf.set_defaults(handler=_counterfactual)
 

@@ -87,6 +87,17 @@ def spread_ratio(z_std: float, n_samples: int) -> float | None:
     return float(np.sqrt(max(z_std**2 * (s - 3) / (s - 1) - 1 / s, 0.0)))
 
 
+def pixel_z(
+    model: CounterfactualModel, samples: np.ndarray, flux: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Targets, samples and the pixel z-scores ``(target - mean) / std`` over the samples,
+    all in the model's space: ``samples`` (N, S, ...) and ``flux`` (N, ...) in flux units."""
+    x = model_space(model, flux)
+    s = model_space(model, samples.reshape(-1, *flux.shape[1:])).reshape(samples.shape)
+    z = (x - s.mean(1)) / np.maximum(s.std(1, ddof=1), 1e-6)
+    return x, s, z
+
+
 def posterior_metrics(
     model: CounterfactualModel,
     samples: np.ndarray,
@@ -101,26 +112,45 @@ def posterior_metrics(
     what a calibrated posterior would give from as many, and ``spread_ratio`` the z std
     corrected to many samples (:func:`spread_ratio`), the one to judge calibration by."""
 
-    def norm(a: np.ndarray) -> np.ndarray:
-        return model_space(model, a)
-
-    x = norm(flux)
-    s = norm(samples.reshape(-1, *flux.shape[1:])).reshape(samples.shape)
-    mean, std = s.mean(1), s.std(1, ddof=1)
+    x, s, z = pixel_z(model, samples, flux)
     out: dict = {
         "n": int(flux.shape[0]),
         "n_samples": int(samples.shape[1]),
-        **prediction_errors(model, mean, flux, clean, ivar),
+        **prediction_errors(model, s.mean(1), flux, clean, ivar),
         "mse_samples": float(((s - x[:, None]) ** 2).mean()),
     }
     out["mse_samples_over_floor"] = out["mse_samples"] / out["noise_floor"]
-    z = (x - mean) / np.maximum(std, 1e-6)
     out["z_mean"], out["z_std"] = float(z.mean()), float(z.std())
     out["z_std_calibrated"] = calibrated_z_std(samples.shape[1])
     out["spread_ratio"] = spread_ratio(out["z_std"], samples.shape[1])
     hist, edges = np.histogram(np.clip(z, -5, 5), bins=40, range=(-5, 5), density=True)
     out["z_hist"], out["z_edges"] = hist.tolist(), edges.tolist()
     return out
+
+
+def fit_spread_scale(
+    model: CounterfactualModel, samples: np.ndarray, flux: np.ndarray, min_pixels: int = 100
+) -> float:
+    """The factor by which to multiply the posterior's spread so that its samples are
+    calibrated on these held-out targets: their :func:`spread_ratio` (the error over the
+    spread, corrected for the number of samples). ``samples`` (N, S, ...) and ``flux``
+    (N, ...) in flux units; S >= :data:`MIN_SAMPLES_FOR_SPREAD_RATIO`."""
+    n_samples = samples.shape[1]
+    if n_samples < MIN_SAMPLES_FOR_SPREAD_RATIO:
+        raise ValueError(
+            f"fitting a spread scale needs >= {MIN_SAMPLES_FOR_SPREAD_RATIO} samples per "
+            f"source (the z std of fewer cannot be corrected); got {n_samples}"
+        )
+    if flux.size < min_pixels:
+        raise ValueError(
+            f"fitting a spread scale needs held-out targets (>= {min_pixels} pixels); got "
+            f"{flux.shape[0]} targets of {flux.size} pixels: give more validation sources"
+        )
+    z = pixel_z(model, samples, flux)[2]
+    ratio = spread_ratio(float(z.std()), n_samples)
+    if not ratio:  # an error far below the spread: no finite scale calibrates it
+        raise ValueError("the samples' spread is far wider than their error; cannot fit")
+    return ratio
 
 
 def prediction_errors(

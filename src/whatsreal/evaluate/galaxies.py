@@ -12,13 +12,19 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from whatsreal.errors import ConfigError
-from whatsreal.evaluate.counterfactual import model_space, posterior_metrics, prediction_errors
+from whatsreal.evaluate.counterfactual import (
+    fit_spread_scale,
+    model_space,
+    posterior_metrics,
+    prediction_errors,
+)
 from whatsreal.evaluate.probes import ProbeSettings, few_shot_curve, fit_probes, r2_score
 from whatsreal.evaluate.spectra import spectral_comparison
 from whatsreal.infer.counterfactual import (
     CounterfactualResult,
     counterfactual_views,
     one_step_means,
+    rescale_spread,
 )
 from whatsreal.infer.embed import embed_rows
 from whatsreal.models.counterfactual import CounterfactualModel
@@ -235,6 +241,47 @@ def counterfactual_with_views(
             flat, model_space(model, tgt["flux"]), bands=list(store.bands[to])
         )
     return metrics, res
+
+
+def recalibrated_quality(
+    model: CounterfactualModel,
+    store: ObservationStore,
+    result: CounterfactualResult,
+    calibration_sources: np.ndarray,
+    to: str,
+    n_samples: int = 8,
+    nfe: int = 20,
+    seed: int = 0,
+) -> dict:
+    """Fit the samples' spread scale on ``calibration_sources`` (held-out galaxies that
+    ``to`` saw, none of ``result``'s) and score ``result`` rescaled by it
+    (:func:`~whatsreal.infer.counterfactual.rescale_spread`): the scale, the galaxies it
+    came from, and the rescaled samples' z-scores and spread ratio. The posterior mean, and
+    so its MSE, does not change."""
+    overlap = np.intersect1d(calibration_sources, result.source_id)
+    if overlap.size:
+        raise ValueError(
+            f"{overlap.size} calibration sources are also scored (e.g. {int(overlap[0])}); "
+            "fit the spread on other sources (the validation split)"
+        )
+    cal = counterfactual_views(
+        model, store, to, n_samples=n_samples, nfe=nfe, seed=seed + 1, sources=calibration_sources
+    )
+    have = cal.target_row >= 0
+    if not have.any():
+        n = len(calibration_sources)
+        raise ValueError(f"none of the {n} calibration sources has a {to} view")
+    scale = fit_spread_scale(model, cal.samples[have], store.read(cal.target_row[have])["flux"])
+    rescaled = rescale_spread(model, result, scale)
+    keep = rescaled.target_row >= 0
+    arrays = [a for a in ("flux", "clean", "ivar") if a in store.arrays]
+    tgt = store.read(rescaled.target_row[keep], arrays)
+    m = posterior_metrics(
+        model, rescaled.samples[keep], tgt["flux"], tgt.get("clean"), tgt.get("ivar")
+    )
+    out = {"spread_scale": scale, "n_sources": int(have.sum()), "n_samples": int(n_samples)}
+    keys = ("mse_samples_over_floor", "z_mean", "z_std", "z_std_calibrated", "spread_ratio")
+    return {**out, **{k: m[k] for k in (*keys, "z_hist", "z_edges")}}
 
 
 def embed_pairs(model: torch.nn.Module, store: ObservationStore, pairs: np.ndarray) -> dict:

@@ -25,13 +25,22 @@ from whatsreal.store import ObservationStore
 from whatsreal.utils import atomic_folder, atomic_write_json, atomic_write_with, check_folder_target
 
 __all__ = [
+    "SPREAD_FILE",
     "CounterfactualResult",
     "check_fits_folder",
     "counterfactual_views",
+    "load_spread_scales",
     "one_step_means",
+    "rescale_spread",
+    "save_spread_scales",
     "write_fits",
     "write_hdf5",
 ]
+
+#: The per-target spread scales fitted on held-out sources (``whatsreal evaluate
+#: --cf-calibrate``), kept in the model's folder so that ``whatsreal counterfactual`` finds
+#: them with the model.
+SPREAD_FILE = "counterfactual_spread.json"
 
 
 @dataclass
@@ -244,6 +253,67 @@ def one_step_means(
         m = model.posterior_mean(pv, iv, pm, im, n_draws=n_draws, seed=seed * 100_003 + b)
         out[sl] = m.float().cpu().numpy()
     return out
+
+
+def rescale_spread(
+    model: CounterfactualModel, result: CounterfactualResult, scale: float
+) -> CounterfactualResult:
+    """``result`` with every sample moved ``scale`` times as far from its source's sample
+    mean, in the model's working space (where the samples are drawn and scored): the mean
+    stays, the spread is multiplied by ``scale``. A post-hoc recalibration, as temperature
+    scaling is for a classifier: the scale comes from held-out sources
+    (:func:`whatsreal.evaluate.counterfactual.fit_spread_scale`), not from the ones it is
+    applied to."""
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"a spread scale must be a positive finite number; got {scale}")
+    s = torch.from_numpy(np.ascontiguousarray(result.samples))
+    x = model.normalize(s)
+    centre = x.mean(dim=1, keepdim=True)
+    samples = model.denormalize(centre + float(scale) * (x - centre))
+    mean, std = summarize(samples)
+    attrs = {**result.attrs, "spread_scale": float(scale)}
+    return CounterfactualResult(
+        source_id=result.source_id,
+        samples=samples.numpy().astype(result.samples.dtype, copy=False),
+        mean=mean.numpy(),
+        std=std.numpy(),
+        physics_rows=result.physics_rows,
+        instrument_rows=result.instrument_rows,
+        target_row=result.target_row,
+        attrs=attrs,
+    )
+
+
+def save_spread_scales(model_dir: str | Path, scales: dict[str, dict[str, Any]]) -> Path:
+    """Write ``{target: {"spread_scale": s, ...}}`` to ``model_dir``/:data:`SPREAD_FILE`
+    atomically, merged with the targets already there."""
+    path = Path(model_dir) / SPREAD_FILE
+    merged = {**load_spread_scales(model_dir), **scales}
+    atomic_write_json(path, merged)
+    return path
+
+
+def load_spread_scales(model_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The spread scales saved with a model (:func:`save_spread_scales`); {} when none are."""
+    path = Path(model_dir) / SPREAD_FILE
+    if not path.is_file():
+        return {}
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{path} is not valid JSON ({e}); delete it or refit it with `whatsreal evaluate "
+            "--cf-calibrate N`"
+        ) from e
+    bad = [k for k, v in data.items() if not isinstance(v, dict) or "spread_scale" not in v]
+    if bad:
+        raise ValueError(
+            f"{path}: entries {bad} have no 'spread_scale'; refit them with `whatsreal "
+            "evaluate --cf-calibrate N`"
+        )
+    return data
 
 
 def gather_views(store: ObservationStore, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

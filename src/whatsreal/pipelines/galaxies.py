@@ -23,6 +23,7 @@ import torch
 
 from whatsreal.config import build_dataclass, load_config, validate_dataclass
 from whatsreal.errors import ConfigError, ModelFileError, StoreFormatError
+from whatsreal.evaluate.counterfactual import MIN_SAMPLES_FOR_SPREAD_RATIO
 from whatsreal.evaluate.galaxies import (
     FEW_SHOT_PARAMS,
     FEW_SHOT_SIZES,
@@ -33,9 +34,11 @@ from whatsreal.evaluate.galaxies import (
     few_shot_latents,
     paired_rows,
     psf_matched_anchor,
+    recalibrated_quality,
     split_sources,
 )
 from whatsreal.evaluate.probes import ProbeSettings
+from whatsreal.infer.counterfactual import rescale_spread, save_spread_scales
 from whatsreal.models.base import load_pretrained
 from whatsreal.models.counterfactual import CounterfactualModel
 from whatsreal.pipelines.stages import Stages, start_track
@@ -173,6 +176,7 @@ def evaluate_galaxy_run(
     morphology_settings: Any = None,
     cf_reference_minutes: float = 0.0,
     cf_latent_reference_minutes: float = 0.0,
+    cf_calibrate: int = 0,
 ) -> dict:
     """Every metric of the galaxy benchmark for one run; with ``write`` also
     ``results.json`` and ``report.html`` (atomically) in ``out_dir``, the run's folder by
@@ -187,7 +191,12 @@ def evaluate_galaxy_run(
     (:mod:`whatsreal.evaluate.cf_reference`) this long per direction and score it on the same
     galaxies (0 skips it). ``cf_latent_reference_minutes``: likewise, the latent reference
     (:func:`whatsreal.evaluate.cf_reference.latent_reference`, the model's decoder trained
-    by regression on its own latents), scored on the counterfactuals' own views."""
+    by regression on its own latents), scored on the counterfactuals' own views.
+    ``cf_calibrate``: validation galaxies per direction from which to fit the samples'
+    spread scale (:func:`whatsreal.evaluate.counterfactual.fit_spread_scale`; 0 skips it).
+    The test counterfactuals are then scored raw and rescaled (``recalibrated``), and with
+    ``write`` the scales are saved with the model (``model/counterfactual_spread.json``),
+    where ``whatsreal counterfactual`` applies them."""
     if morphology < 0:
         raise ConfigError(f"morphology must be >= 0 (0 skips it); got {morphology}")
     for name, value in (
@@ -201,6 +210,13 @@ def evaluate_galaxy_run(
             raise ConfigError(f"{name} must be >= 1; got {value}")
     if cf_sources < 0 or grid_sources < 0 or n_samples < 2:
         raise ConfigError("cf_sources and grid_sources must be >= 0, n_samples >= 2")
+    if cf_calibrate < 0:
+        raise ConfigError(f"cf_calibrate must be >= 0 (0 skips it); got {cf_calibrate}")
+    if cf_calibrate and n_samples < MIN_SAMPLES_FOR_SPREAD_RATIO:
+        raise ConfigError(
+            f"cf_calibrate fits the samples' spread, which needs n_samples >= "
+            f"{MIN_SAMPLES_FOR_SPREAD_RATIO}; got {n_samples}"
+        )
     bad = sorted(set(few_shot) - set(PHYSICS_PARAMS))
     if bad:  # before any work
         raise ConfigError(
@@ -251,6 +267,7 @@ def evaluate_galaxy_run(
             "morphology": morphology,
             "cf_reference_minutes": cf_reference_minutes,
             "cf_latent_reference_minutes": cf_latent_reference_minutes,
+            "cf_calibrate": cf_calibrate,
             "splits": asdict(run.splits),
         },
     }
@@ -325,6 +342,13 @@ def evaluate_galaxy_run(
                 model, st, src, to, n_samples=n_samples, nfe=nfe, progress=progress
             )
             results["counterfactual"][to] = q
+            if cf_calibrate:
+                stage(f"spread scale -> {to} from {cf_calibrate} validation galaxies")
+                cal = paired_rows(st, split_sources(st, run.splits)["val"], a, b)[:cf_calibrate]
+                q["recalibrated"] = recalibrated_quality(
+                    model, st, res, st.source_id[cal[:, col]], to, n_samples, nfe
+                )
+                res = rescale_spread(model, res, q["recalibrated"]["spread_scale"])
             examples.views[to] = _first(res, grid_sources)
             if cf_latent_reference_minutes > 0:
                 from whatsreal.evaluate.cf_reference import ReferenceSettings, latent_reference
@@ -343,6 +367,12 @@ def evaluate_galaxy_run(
                     q["mse_mean_over_floor"] / q["latent_reference"]["mse_mean_over_floor"]
                 )
         timings["counterfactual_s"] = time.perf_counter() - t
+        if cf_calibrate and write:
+            scales = {
+                to: {k: q["recalibrated"][k] for k in ("spread_scale", "n_sources", "n_samples")}
+                for to, q in results["counterfactual"].items()
+            }
+            save_spread_scales(run.path / "model", scales)
     if cf_reference_minutes > 0 and results["counterfactual"]:
         from whatsreal.evaluate.cf_reference import ReferenceSettings, counterfactual_reference
 
@@ -478,6 +508,8 @@ class GalaxyTrackConfig:
     cf_sources: int = 8
     n_samples: int = 6  # the fewest from which the z std can be corrected (spread ratio)
     nfe: int = 10
+    # validation galaxies per direction that fit the samples' spread scale (0: none)
+    cf_calibrate: int = 8
     # properties of the few-shot curves; none in the demo (about 20 s it does not have)
     few_shot: tuple[str, ...] = ()
 
@@ -490,6 +522,7 @@ class GalaxyTrackConfig:
         "n_probe": ">= 2",
         "probe_steps": ">= 1",
         "cf_sources": ">= 0",
+        "cf_calibrate": ">= 0",
         "n_samples": ">= 2",
         "nfe": ">= 1",
     }
@@ -513,6 +546,7 @@ GALAXY_TRACK_PRESETS: dict[str, dict[str, Any]] = {
         "n_probe": 2000,
         "probe_steps": 300,
         "cf_sources": 64,
+        "cf_calibrate": 64,
         "n_samples": 8,
         "nfe": 20,
         "few_shot": ("redshift", "r_half", "g_r"),
@@ -526,6 +560,7 @@ GALAXY_TRACK_PRESETS: dict[str, dict[str, Any]] = {
         "n_probe": 16,
         "probe_steps": 10,
         "cf_sources": 2,
+        "cf_calibrate": 0,
         "n_samples": 2,
         "nfe": 2,
     },
@@ -607,6 +642,7 @@ def run_galaxy_track(
         progress=not quiet,
         out_dir=out,
         few_shot=cfg.few_shot,
+        cf_calibrate=cfg.cf_calibrate,
     )
     timings["evaluate_s"] = time.perf_counter() - t
     results["track"] = {
@@ -649,6 +685,13 @@ def galaxy_summary(results: Mapping[str, Any]) -> str:
                 f" (calibrated: ± {q['z_std_calibrated']:.2f}; spread ratio "
                 f"{q['spread_ratio']:.2f})"
                 if q.get("spread_ratio") is not None
+                else ""
+            )
+            + (
+                f"; spread x {q['recalibrated']['spread_scale']:.2f} (fitted on "
+                f"{q['recalibrated']['n_sources']} validation galaxies): spread ratio "
+                f"{q['recalibrated']['spread_ratio']:.2f}"
+                if q.get("recalibrated") and q["recalibrated"].get("spread_ratio") is not None
                 else ""
             )
             + (
