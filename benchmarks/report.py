@@ -775,6 +775,28 @@ def evaluate_kept(r: dict) -> list[str]:
                 f"{r['counterfactual'][to]['mse_mean_over_floor']:.2f} | "
                 f"{_yes(one['mse_mean_over_floor'] <= 1.3)} |"
             )
+    recs = {to: q["recalibrated"] for to, q in r["counterfactual"].items() if q.get("recalibrated")}
+    if recs:
+        lines += [
+            "",
+            f"Recalibrated (`--cf-calibrate {st['cf_calibrate']}`): each direction's samples "
+            "spread about their mean by one scale, fitted as the spread ratio of "
+            f"{st['cf_calibrate']} validation galaxies' samples (none of them scored; "
+            "`whatsreal.evaluate.counterfactual.fit_spread_scale`), then applied to the test "
+            "galaxies' samples above. Post-hoc recalibration, as temperature scaling is for a "
+            "classifier; the posterior mean and its MSE do not change:",
+            "",
+            "| target | spread scale | fitted on (galaxies) | raw spread ratio | "
+            "recalibrated z std | recalibrated spread ratio | in [0.95, 1.15] |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for to, c in recs.items():
+            k = c["spread_ratio"]
+            lines.append(
+                f"| {to} | {c['spread_scale']:.3f} | {c['n_sources']} | "
+                f"{_f(_spread(r['counterfactual'][to]), 2)} | {c['z_std']:.2f} | {_f(k, 2)} | "
+                f"{'–' if k is None else _yes(0.95 <= k <= 1.15)} |"
+            )
     refs = {to: q for to, q in r["counterfactual"].items() if q.get("reference")}
     if refs:
         first = next(iter(refs.values()))["reference"]
@@ -1195,6 +1217,17 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
         "evaluate --cf-latent-reference-minutes`, issue 10)",
         evaluate_kept,
     ),
+    "evaluate_dec_joint_950_tau02_cal": (
+        "The same decoder stage with its samples' spread recalibrated on validation galaxies "
+        "(the run folder copied; `whatsreal evaluate --cf-calibrate`, issue 10)",
+        evaluate_kept,
+    ),
+    "evaluate_dec_joint_950_tau02_seed1_cal": (
+        "The decoder stage of training seed 1 with its samples' spread recalibrated on "
+        "validation galaxies (the run folder copied; `whatsreal evaluate --cf-calibrate`, "
+        "issue 10)",
+        evaluate_kept,
+    ),
     "evaluate_dec_frozen_950_tau02": (
         "Galaxy counterfactuals of the kept 950-step encoders (τ 0.2, sky store): the "
         "decoder alone on frozen encoders, `train.freeze_encoders` (`whatsreal evaluate`, "
@@ -1270,6 +1303,18 @@ DEFAULT_COMMANDS = {
     "evaluate --run benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_lref --n-test 200 "
     "--n-probe 200 --probe-steps 20 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot '' "
     "--cf-latent-reference-minutes 6",
+    "evaluate_dec_joint_950_tau02_cal": "cp -r benchmarks/_data/separation_sky_runs/"
+    "dec_joint_950_tau02 benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_cal && rm "
+    "benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_cal/results.json && whatsreal "
+    "evaluate --run benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_cal --n-test 200 "
+    "--n-probe 200 --probe-steps 20 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot '' "
+    "--cf-calibrate 32",
+    "evaluate_dec_joint_950_tau02_seed1_cal": "cp -r benchmarks/_data/separation_sky_runs/"
+    "dec_joint_950_tau02_seed1 benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_seed1_cal "
+    "&& rm benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_seed1_cal/results.json && "
+    "whatsreal evaluate --run benchmarks/_data/separation_sky_runs/dec_joint_950_tau02_seed1_cal "
+    "--n-test 200 --n-probe 200 --probe-steps 20 --cf-sources 32 --n-samples 8 --nfe 20 "
+    "--few-shot '' --cf-calibrate 32",
     "evaluate_dec_frozen_950_tau02": "whatsreal evaluate --run "
     "benchmarks/_data/separation_sky_runs/dec_frozen_950_tau02 --n-test 500 --n-probe 1000 "
     "--probe-steps 100 --cf-sources 32 --n-samples 8 --nfe 20 --few-shot ''",
