@@ -780,8 +780,8 @@ def evaluate_kept(r: dict) -> list[str]:
         lines += [
             "",
             f"Recalibrated (`--cf-calibrate {st['cf_calibrate']}`): each direction's samples "
-            "spread about their mean by one scale, fitted as the spread ratio of "
-            f"{st['cf_calibrate']} validation galaxies' samples (none of them scored; "
+            "spread about their mean by one scale, fitted so that the samples of "
+            f"{st['cf_calibrate']} validation galaxies read spread ratio 1 (none of them scored; "
             "`whatsreal.evaluate.counterfactual.fit_spread_scale`), then applied to the test "
             "galaxies' samples above. Post-hoc recalibration, as temperature scaling is for a "
             "classifier; the posterior mean and its MSE do not change:",

@@ -131,10 +131,14 @@ def posterior_metrics(
 def fit_spread_scale(
     model: CounterfactualModel, samples: np.ndarray, flux: np.ndarray, min_pixels: int = 100
 ) -> float:
-    """The factor by which to multiply the posterior's spread so that its samples are
-    calibrated on these held-out targets: their :func:`spread_ratio` (the error over the
-    spread, corrected for the number of samples). ``samples`` (N, S, ...) and ``flux``
-    (N, ...) in flux units; S >= :data:`MIN_SAMPLES_FOR_SPREAD_RATIO`."""
+    """The factor by which to multiply the samples' deviations from their mean so that they
+    are calibrated on these held-out targets: their pixel z std over a calibrated
+    posterior's from as many samples (:func:`calibrated_z_std`). ``samples`` (N, S, ...) and
+    ``flux`` (N, ...) in flux units; S >= :data:`MIN_SAMPLES_FOR_SPREAD_RATIO`.
+
+    Not the spread ratio k itself: the rescaled samples keep their mean, and with it the
+    1/S of the old spread that the mean of S draws carries, so the scale that brings the
+    spread ratio to 1 is sqrt((k² + 1/S) / (1 + 1/S))."""
     n_samples = samples.shape[1]
     if n_samples < MIN_SAMPLES_FOR_SPREAD_RATIO:
         raise ValueError(
@@ -147,10 +151,7 @@ def fit_spread_scale(
             f"{flux.shape[0]} targets of {flux.size} pixels: give more validation sources"
         )
     z = pixel_z(model, samples, flux)[2]
-    ratio = spread_ratio(float(z.std()), n_samples)
-    if not ratio:  # an error far below the spread: no finite scale calibrates it
-        raise ValueError("the samples' spread is far wider than their error; cannot fit")
-    return ratio
+    return float(z.std()) / calibrated_z_std(n_samples)
 
 
 def prediction_errors(

@@ -190,8 +190,8 @@ def write_galaxy_report(
         if rec:
             rep.text(
                 "Recalibrated: each direction's samples spread about their mean by one scale, "
-                "fitted on other (validation) galaxies as their spread ratio; the posterior "
-                "mean does not change. The grid above shows the rescaled samples."
+                "fitted on other (validation) galaxies to bring their spread ratio to 1; the "
+                "posterior mean does not change. The grid above shows the rescaled samples."
             )
             rep.table(
                 [
