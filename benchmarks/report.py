@@ -794,7 +794,7 @@ def evaluate_kept(r: dict) -> list[str]:
             k = c["spread_ratio"]
             lines.append(
                 f"| {to} | {c['spread_scale']:.3f} | {c['n_sources']} | "
-                f"{_f(_spread(r['counterfactual'][to]), 2)} | {c['z_std']:.2f} | {_f(k, 2)} | "
+                f"{_f(_spread(r['counterfactual'][to]), 2)} | {c['z_std']:.2f} | {_f(k, 3)} | "
                 f"{'–' if k is None else _yes(0.95 <= k <= 1.15)} |"
             )
     refs = {to: q for to, q in r["counterfactual"].items() if q.get("reference")}
