@@ -197,6 +197,20 @@ def counterfactual_quality(
     return counterfactual_with_views(model, store, sources, to, n_samples, solver, nfe, seed)[0]
 
 
+def _score_samples(
+    model: CounterfactualModel, store: ObservationStore, res: CounterfactualResult
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """:func:`posterior_metrics` of ``res``'s samples against the real (and noise-free)
+    target observations of the sources that have one, and those targets."""
+    have = res.target_row >= 0
+    arrays = [a for a in ("flux", "clean", "ivar") if a in store.arrays]
+    tgt = store.read(res.target_row[have], arrays)
+    metrics = posterior_metrics(
+        model, res.samples[have], tgt["flux"], tgt.get("clean"), tgt.get("ivar")
+    )
+    return metrics, tgt
+
+
 def counterfactual_with_views(
     model: CounterfactualModel,
     store: ObservationStore,
@@ -223,11 +237,7 @@ def counterfactual_with_views(
         progress=progress,
     )
     have = res.target_row >= 0
-    arrays = [a for a in ("flux", "clean", "ivar") if a in store.arrays]
-    tgt = store.read(res.target_row[have], arrays)
-    metrics = posterior_metrics(
-        model, res.samples[have], tgt["flux"], tgt.get("clean"), tgt.get("ivar")
-    )
+    metrics, tgt = _score_samples(model, store, res)
     if have.any():  # the same posterior's mean in one call per draw, free of sampling noise
         one = one_step_means(model, store, res, n_draws=n_samples, seed=seed)[have]
         metrics["one_step"] = prediction_errors(
@@ -272,13 +282,7 @@ def recalibrated_quality(
         n = len(calibration_sources)
         raise ValueError(f"none of the {n} calibration sources has a {to} view")
     scale = fit_spread_scale(model, cal.samples[have], store.read(cal.target_row[have])["flux"])
-    rescaled = rescale_spread(model, result, scale)
-    keep = rescaled.target_row >= 0
-    arrays = [a for a in ("flux", "clean", "ivar") if a in store.arrays]
-    tgt = store.read(rescaled.target_row[keep], arrays)
-    m = posterior_metrics(
-        model, rescaled.samples[keep], tgt["flux"], tgt.get("clean"), tgt.get("ivar")
-    )
+    m = _score_samples(model, store, rescale_spread(model, result, scale))[0]
     out = {"spread_scale": scale, "n_sources": int(have.sum()), "n_samples": int(n_samples)}
     keys = ("mse_samples_over_floor", "z_mean", "z_std", "z_std_calibrated", "spread_ratio")
     return {**out, **{k: m[k] for k in (*keys, "z_hist", "z_edges")}}

@@ -345,6 +345,12 @@ def evaluate_galaxy_run(
             if cf_calibrate:
                 stage(f"spread scale -> {to} from {cf_calibrate} validation galaxies")
                 cal = paired_rows(st, split_sources(st, run.splits)["val"], a, b)[:cf_calibrate]
+                if not len(cal):
+                    raise ConfigError(
+                        f"cf_calibrate: the run's validation split (val {run.splits.val}) has "
+                        f"no galaxy seen by both {a} and {b} in {st.path}; fit the spread on a "
+                        "run with a validation split, or set cf_calibrate to 0"
+                    )
                 q["recalibrated"] = recalibrated_quality(
                     model, st, res, st.source_id[cal[:, col]], to, n_samples, nfe
                 )
